@@ -34,6 +34,8 @@ typedef struct {
   uint8_t out[CLIENT_OUT_CAP];
   size_t out_len, out_off;
   uint64_t out_events; /* ring events encoded in out[] */
+  lib_event batch[CLIENT_BATCH]; /* taken off the ring, not yet encoded */
+  uint32_t batch_n, batch_i;
   uint8_t in[CLIENT_IN_CAP];
   size_t in_len;
   int warned_down; /* one line per outage, not one per retry */
@@ -176,24 +178,41 @@ static void client_event_to_msg(const lib_event *ev, wire_msg *m) {
   }
 }
 
-/* Moves events from the ring into out[] while a largest frame still fits;
- * returns how many were taken. */
+/* Moves events from the ring into out[] while they fit.  Events are taken
+ * off the ring a batch at a time (one lock) and wait in c->batch when out[]
+ * is full, so none is lost between the two.  Returns how many it encoded. */
 static uint32_t client_fill(client *c) {
-  lib_event batch[CLIENT_BATCH];
-  uint32_t room = (uint32_t)((sizeof c->out - c->out_len) / WIRE_MAX_FRAME);
-  if (room > CLIENT_BATCH) room = CLIENT_BATCH;
-  if (room == 0) return 0;
-  uint32_t n = lib_queue_pop(batch, room);
-  for (uint32_t i = 0; i < n; i++) {
+  uint32_t done = 0;
+  for (;;) {
+    if (c->batch_i == c->batch_n) {
+      c->batch_i = 0;
+      c->batch_n = lib_queue_pop(c->batch, CLIENT_BATCH);
+      if (c->batch_n == 0) break;
+    }
+    lib_event *ev = &c->batch[c->batch_i];
     wire_msg m;
-    client_event_to_msg(&batch[i], &m);
-    free(batch[i].str);
-    if (client_append(c, &m) == 0)
+    client_event_to_msg(ev, &m);
+    int rc = client_append(c, &m);
+    if (rc != 0 && c->out_len > 0) break; /* out[] full: next time */
+    if (rc == 0)
       c->out_events++;
     else /* NEVER: api.c checks every string against its cap */
       atomic_fetch_add(&lib_g.dropped, 1);
+    free(ev->str);
+    ev->str = NULL;
+    c->batch_i++;
+    done++;
   }
-  return n;
+  return done;
+}
+
+/* Events taken off the ring but never encoded count as dropped. */
+static void client_batch_discard(client *c) {
+  for (uint32_t i = c->batch_i; i < c->batch_n; i++) {
+    free(c->batch[i].str);
+    atomic_fetch_add(&lib_g.dropped, 1);
+  }
+  c->batch_i = c->batch_n = 0;
 }
 
 static int client_append_fin(client *c, uint8_t type) {
@@ -348,9 +367,10 @@ void *client_main(void *arg) {
     }
 
     /* Connected: top up the output, then wait for the socket or a tick. */
+    uint32_t took = 0;
     if (c->out_off == c->out_len) {
-      uint32_t took = client_fill(c);
-      if (fin && took == 0 && c->out_len == 0 && !fin_queued) {
+      took = client_fill(c);
+      if (fin && c->out_len == 0 && c->batch_i == c->batch_n && !fin_queued) {
         if (client_append_fin(c, WIRE_FINALIZE) == 0) fin_queued = 1;
       }
     }
@@ -367,7 +387,9 @@ void *client_main(void *arg) {
     if (fin_queued && c->out_len == 0) break; /* FINALIZE is out: done */
 
     int pending = c->out_off < c->out_len;
-    int ms = pending || fin ? 10 : CLIENT_TICK_MS;
+    /* A backlog is drained at once; otherwise the ring waits for a tick,
+     * which keeps this thread's wake-ups (and the app's cost) low. */
+    int ms = took > 0 && !pending ? 0 : pending || fin ? 10 : CLIENT_TICK_MS;
     if (fin) {
       int left = client_ms_left(g->deadline_mono_ns);
       if (left < ms) ms = left;
@@ -395,6 +417,7 @@ void *client_main(void *arg) {
     if ((p[0].revents & POLLOUT) && client_write(c) != 0) client_close(c);
   }
   client_close(c);
+  client_batch_discard(c);
   free(c);
   return NULL;
 }
