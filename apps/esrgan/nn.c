@@ -1,0 +1,845 @@
+/* nn.c - oneDNN-backed layers, element-wise loops, losses and Adam.
+ *
+ * Convolutions, batch norm and max-pool are oneDNN primitives created once
+ * per shape; everything element-wise (leaky ReLU, residual sums, concat,
+ * pixel shuffle, losses, Adam) is a plain OpenMP loop over the blocked
+ * buffers, whose zero channel padding every operation here preserves.
+ */
+#include "nn.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "paramount.h"
+
+static char nn_err_[512];
+
+const char *nn_errmsg(void) { return nn_err_; }
+
+void nn_seterr(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(nn_err_, sizeof nn_err_, fmt, ap);
+  va_end(ap);
+}
+
+#define DN(call, what)                                                         \
+  do {                                                                         \
+    dnnl_status_t st_ = (call);                                                \
+    if (st_ != dnnl_success) {                                                 \
+      nn_seterr("oneDNN: %s failed (status %d)", what, (int)st_);              \
+      return PM_ENOTSUP;                                                       \
+    }                                                                          \
+  } while (0)
+
+static int ceil16(int c) { return (c + 15) / 16 * 16; }
+
+static float *falloc(size_t nfloats) {
+  size_t bytes = (nfloats * sizeof(float) + 63) / 64 * 64;
+  if (bytes == 0) bytes = 64;
+  float *p = aligned_alloc(64, bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+/* ---- context -------------------------------------------------------- */
+
+int nn_ctx_init(nn_ctx *ctx, int winograd, int verbose) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->winograd = winograd;
+  ctx->verbose = verbose;
+  DN(dnnl_engine_create(&ctx->eng, dnnl_cpu, 0), "engine create");
+  if (dnnl_stream_create(&ctx->strm, ctx->eng, dnnl_stream_default_flags) !=
+      dnnl_success) {
+    dnnl_engine_destroy(ctx->eng);
+    ctx->eng = NULL;
+    nn_seterr("oneDNN: stream create failed");
+    return PM_ENOTSUP;
+  }
+  return 0;
+}
+
+void nn_ctx_free(nn_ctx *ctx) {
+  if (ctx->strm) dnnl_stream_destroy(ctx->strm);
+  if (ctx->eng) dnnl_engine_destroy(ctx->eng);
+  ctx->strm = NULL;
+  ctx->eng = NULL;
+}
+
+static int md4(dnnl_memory_desc_t *md, int n, int c, int h, int w,
+               dnnl_format_tag_t tag) {
+  dnnl_dims_t d = {n, c, h, w};
+  DN(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag), "memory desc");
+  return 0;
+}
+
+static int md1(dnnl_memory_desc_t *md, int c) {
+  dnnl_dims_t d = {c};
+  DN(dnnl_memory_desc_init_by_tag(md, 1, d, dnnl_f32, dnnl_a), "memory desc");
+  return 0;
+}
+
+static int mem(nn_ctx *ctx, dnnl_memory_t *m, const dnnl_memory_desc_t *md,
+               void *ptr) {
+  DN(dnnl_memory_create(m, md, ctx->eng, ptr), "memory create");
+  return 0;
+}
+
+static int exec(nn_ctx *ctx, dnnl_primitive_t p, int nargs,
+                const dnnl_exec_arg_t *args, const char *what) {
+  DN(dnnl_primitive_execute(p, ctx->strm, nargs, args), what);
+  return 0;
+}
+
+/* ---- tensors -------------------------------------------------------- */
+
+static int tensor_setup(nn_ctx *ctx, nn_tensor *t, int n, int c, int h, int w,
+                        float *data, int view) {
+  if (n <= 0 || c <= 0 || h <= 0 || w <= 0) {
+    nn_seterr("tensor (%d, %d, %d, %d) has a non-positive dimension", n, c, h,
+              w);
+    return PM_EINVAL;
+  }
+  memset(t, 0, sizeof *t);
+  t->n = n, t->c = c, t->h = h, t->w = w;
+  t->nfloats = (size_t)n * ceil16(c) * h * w;
+  int rc = md4(&t->md, n, c, h, w, dnnl_nChw16c);
+  if (rc) return rc;
+  if (!data) {
+    data = falloc(t->nfloats);
+    if (!data) {
+      nn_seterr("out of memory for a (%d, %d, %d, %d) tensor", n, c, h, w);
+      return PM_ENOMEM;
+    }
+  }
+  t->data = data;
+  t->view = view;
+  rc = mem(ctx, &t->mem, &t->md, data);
+  if (rc) {
+    if (!view) free(data);
+    t->data = NULL;
+  }
+  return rc;
+}
+
+int nn_tensor_init(nn_ctx *ctx, nn_tensor *t, int n, int c, int h, int w) {
+  return tensor_setup(ctx, t, n, c, h, w, NULL, 0);
+}
+
+int nn_tensor_view(nn_ctx *ctx, nn_tensor *t, int n, int c, int h, int w,
+                   float *data) {
+  return tensor_setup(ctx, t, n, c, h, w, data, 1);
+}
+
+void nn_tensor_free(nn_tensor *t) {
+  if (!t) return;
+  if (t->mem) dnnl_memory_destroy(t->mem);
+  if (!t->view) free(t->data);
+  memset(t, 0, sizeof *t);
+}
+
+size_t nn_off(const nn_tensor *t, int n, int c, int y, int x) {
+  size_t cb = (size_t)ceil16(t->c) / 16;
+  return ((((size_t)n * cb + c / 16) * t->h + y) * t->w + x) * 16 + c % 16;
+}
+
+void nn_tensor_from_nchw(nn_tensor *t, const float *src) {
+  memset(t->data, 0, t->nfloats * sizeof(float));
+  for (int n = 0; n < t->n; n++)
+    for (int c = 0; c < t->c; c++)
+      for (int y = 0; y < t->h; y++)
+        for (int x = 0; x < t->w; x++)
+          t->data[nn_off(t, n, c, y, x)] =
+              src[(((size_t)n * t->c + c) * t->h + y) * t->w + x];
+}
+
+void nn_tensor_to_nchw(const nn_tensor *t, float *dst) {
+  for (int n = 0; n < t->n; n++)
+    for (int c = 0; c < t->c; c++)
+      for (int y = 0; y < t->h; y++)
+        for (int x = 0; x < t->w; x++)
+          dst[(((size_t)n * t->c + c) * t->h + y) * t->w + x] =
+              t->data[nn_off(t, n, c, y, x)];
+}
+
+/* ---- convolution ---------------------------------------------------- */
+
+size_t nn_conv_nparams(int ic, int oc) { return (size_t)oc * ic * 9 + oc; }
+
+static const char *pd_impl(const_dnnl_primitive_desc_t pd) {
+  const char *s = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) !=
+          dnnl_success ||
+      !s)
+    return "?";
+  return s;
+}
+
+static int make_prim(dnnl_primitive_desc_t pd, dnnl_primitive_t *p) {
+  DN(dnnl_primitive_create(p, pd), "primitive create");
+  return 0;
+}
+
+/* A reorder src_md -> dst_md, accumulating into dst when `acc`. */
+static int make_reorder(nn_ctx *ctx, const dnnl_memory_desc_t *src,
+                        const dnnl_memory_desc_t *dst, int acc,
+                        dnnl_primitive_t *p) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  if (acc) {
+    DN(dnnl_primitive_attr_create(&attr), "attr create");
+    DN(dnnl_post_ops_create(&po), "post-ops create");
+    DN(dnnl_post_ops_append_sum(po, 1.0f), "append sum");
+    DN(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
+  }
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st =
+      dnnl_reorder_primitive_desc_create(&pd, src, ctx->eng, dst, ctx->eng, attr);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) {
+    nn_seterr("oneDNN: reorder primitive desc failed (status %d)", (int)st);
+    return PM_ENOTSUP;
+  }
+  int rc = make_prim(pd, p);
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+static void note_impl(nn_ctx *ctx, const nn_conv *cv, const char *pass,
+                      const char *impl) {
+  if (strstr(impl, "ref")) {
+    ctx->ref_count++;
+    if (!ctx->allow_ref)
+      fprintf(stderr,
+              "paramount-esrgan: warning: conv %d->%d stride %d at %dx%d %s "
+              "uses the slow reference kernel %s\n",
+              cv->ic, cv->oc, cv->stride, cv->h, cv->w, pass, impl);
+  }
+  if (ctx->verbose)
+    fprintf(stderr, "conv %4d->%-4d s%d %4dx%-4d %-9s %s\n", cv->ic, cv->oc,
+            cv->stride, cv->h, cv->w, pass, impl);
+}
+
+/* Creates a pd for one pass, Winograd first when asked and stride 1. */
+static int conv_pd(nn_ctx *ctx, nn_conv *cv, int pass,
+                   const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wt,
+                   const dnnl_memory_desc_t *bias,
+                   const dnnl_memory_desc_t *dst, const_dnnl_primitive_desc_t hint,
+                   dnnl_primitive_desc_t *out) {
+  dnnl_dims_t strides = {cv->stride, cv->stride}, pad = {1, 1};
+  dnnl_alg_kind_t algs[2] = {dnnl_convolution_winograd, dnnl_convolution_direct};
+  int first = (ctx->winograd && cv->stride == 1) ? 0 : 1;
+  dnnl_status_t st = dnnl_unimplemented;
+  for (int a = first; a < 2; a++) {
+    dnnl_convolution_desc_t d;
+    if (pass == 0)
+      st = dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                              algs[a], src, wt, bias, dst,
+                                              strides, pad, pad);
+    else if (pass == 1)
+      st = dnnl_convolution_backward_data_desc_init(&d, algs[a], src, wt, dst,
+                                                    strides, pad, pad);
+    else
+      st = dnnl_convolution_backward_weights_desc_init(
+          &d, algs[a], src, wt, bias, dst, strides, pad, pad);
+    if (st != dnnl_success) continue;
+    st = dnnl_primitive_desc_create(out, &d, NULL, ctx->eng, hint);
+    if (st == dnnl_success) break;
+  }
+  if (st != dnnl_success) {
+    nn_seterr("oneDNN: no convolution %d->%d stride %d for pass %d (status %d)",
+              cv->ic, cv->oc, cv->stride, pass, (int)st);
+    return PM_ENOTSUP;
+  }
+  return 0;
+}
+
+int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
+                 int stride, int flags, float *params, float *grads) {
+  memset(cv, 0, sizeof *cv);
+  if (stride != 1 && stride != 2) {
+    nn_seterr("conv stride %d is not 1 or 2", stride);
+    return PM_EINVAL;
+  }
+  cv->n = n, cv->ic = ic, cv->oc = oc, cv->h = h, cv->w = w;
+  cv->stride = stride, cv->flags = flags;
+  cv->oh = (h + 2 - 3) / stride + 1;
+  cv->ow = (w + 2 - 3) / stride + 1;
+  float *wp = params, *bp = params + (size_t)oc * ic * 9;
+  float *gwp = grads, *gbp = grads ? grads + (size_t)oc * ic * 9 : NULL;
+  cv->gw = gwp, cv->gb = gbp;
+  dnnl_memory_desc_t src, dst, wany, wuser, bmd;
+  int rc;
+  if ((rc = md4(&src, n, ic, h, w, dnnl_nChw16c)) ||
+      (rc = md4(&dst, n, oc, cv->oh, cv->ow, dnnl_nChw16c)) ||
+      (rc = md4(&wany, oc, ic, 3, 3, dnnl_format_tag_any)) ||
+      (rc = md4(&wuser, oc, ic, 3, 3, dnnl_oihw)) || (rc = md1(&bmd, oc)))
+    return rc;
+  dnnl_primitive_desc_t pf = NULL, pbd = NULL, pbw = NULL;
+  if ((rc = conv_pd(ctx, cv, 0, &src, &wany, &bmd, &dst, NULL, &pf))) goto fail;
+  snprintf(cv->impl[0], sizeof cv->impl[0], "%s", pd_impl(pf));
+  note_impl(ctx, cv, "fwd", cv->impl[0]);
+  if ((rc = make_prim(pf, &cv->fwd))) goto fail;
+  if ((rc = mem(ctx, &cv->m_w, &wuser, wp)) || (rc = mem(ctx, &cv->m_b, &bmd, bp)))
+    goto fail;
+  const dnnl_memory_desc_t *wf = dnnl_primitive_desc_query_md(pf, dnnl_query_weights_md, 0);
+  if (!dnnl_memory_desc_equal(wf, &wuser)) {
+    cv->wfwd = falloc(dnnl_memory_desc_get_size(wf) / sizeof(float) + 16);
+    if (!cv->wfwd) { rc = PM_ENOMEM; nn_seterr("out of memory for conv weights"); goto fail; }
+    if ((rc = mem(ctx, &cv->m_wfwd, wf, cv->wfwd)) ||
+        (rc = make_reorder(ctx, &wuser, wf, 0, &cv->ro_wfwd)))
+      goto fail;
+  }
+  if (flags & NN_NEED_BWD_DATA) {
+    if ((rc = conv_pd(ctx, cv, 1, &src, &wany, NULL, &dst, pf, &pbd))) goto fail;
+    snprintf(cv->impl[1], sizeof cv->impl[1], "%s", pd_impl(pbd));
+    note_impl(ctx, cv, "bwd_data", cv->impl[1]);
+    if ((rc = make_prim(pbd, &cv->bwd_data))) goto fail;
+    const dnnl_memory_desc_t *wb =
+        dnnl_primitive_desc_query_md(pbd, dnnl_query_weights_md, 0);
+    if (!dnnl_memory_desc_equal(wb, wf)) {
+      cv->wbwd = falloc(dnnl_memory_desc_get_size(wb) / sizeof(float) + 16);
+      if (!cv->wbwd) { rc = PM_ENOMEM; nn_seterr("out of memory for conv weights"); goto fail; }
+      if ((rc = mem(ctx, &cv->m_wbwd, wb, cv->wbwd)) ||
+          (rc = make_reorder(ctx, &wuser, wb, 0, &cv->ro_wbwd)))
+        goto fail;
+    }
+  }
+  if (flags & NN_NEED_BWD_W) {
+    if (!grads) { rc = PM_EINVAL; nn_seterr("conv needs weight grads but has no grad buffer"); goto fail; }
+    if ((rc = conv_pd(ctx, cv, 2, &src, &wany, &bmd, &dst, pf, &pbw))) goto fail;
+    snprintf(cv->impl[2], sizeof cv->impl[2], "%s", pd_impl(pbw));
+    note_impl(ctx, cv, "bwd_w", cv->impl[2]);
+    if ((rc = make_prim(pbw, &cv->bwd_w))) goto fail;
+    const dnnl_memory_desc_t *gw =
+        dnnl_primitive_desc_query_md(pbw, dnnl_query_diff_weights_md, 0);
+    const dnnl_memory_desc_t *gb =
+        dnnl_primitive_desc_query_md(pbw, dnnl_query_diff_weights_md, 1);
+    if (!dnnl_memory_desc_equal(gb, &bmd)) {
+      rc = PM_ENOTSUP;
+      nn_seterr("oneDNN: conv diff bias is not a plain vector");
+      goto fail;
+    }
+    cv->gwtmp = falloc(dnnl_memory_desc_get_size(gw) / sizeof(float) + 16);
+    cv->gbtmp = falloc((size_t)oc);
+    if (!cv->gwtmp || !cv->gbtmp) { rc = PM_ENOMEM; nn_seterr("out of memory for conv grads"); goto fail; }
+    if ((rc = mem(ctx, &cv->m_gwtmp, gw, cv->gwtmp)) ||
+        (rc = mem(ctx, &cv->m_gbtmp, &bmd, cv->gbtmp)) ||
+        (rc = mem(ctx, &cv->m_gw, &wuser, gwp)) ||
+        (rc = make_reorder(ctx, gw, &wuser, 1, &cv->ro_gw)))
+      goto fail;
+  }
+  dnnl_primitive_desc_destroy(pf);
+  if (pbd) dnnl_primitive_desc_destroy(pbd);
+  if (pbw) dnnl_primitive_desc_destroy(pbw);
+  return nn_conv_sync(ctx, cv);
+fail:
+  if (pf) dnnl_primitive_desc_destroy(pf);
+  if (pbd) dnnl_primitive_desc_destroy(pbd);
+  if (pbw) dnnl_primitive_desc_destroy(pbw);
+  nn_conv_free(cv);
+  return rc;
+}
+
+void nn_conv_free(nn_conv *cv) {
+  if (!cv) return;
+  dnnl_primitive_t ps[] = {cv->fwd, cv->bwd_data, cv->bwd_w,
+                           cv->ro_wfwd, cv->ro_wbwd, cv->ro_gw};
+  for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+    if (ps[i]) dnnl_primitive_destroy(ps[i]);
+  dnnl_memory_t ms[] = {cv->m_w, cv->m_b, cv->m_wfwd, cv->m_wbwd,
+                        cv->m_gw, cv->m_gwtmp, cv->m_gbtmp};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+    if (ms[i]) dnnl_memory_destroy(ms[i]);
+  free(cv->wfwd);
+  free(cv->wbwd);
+  free(cv->gwtmp);
+  free(cv->gbtmp);
+  memset(cv, 0, sizeof *cv);
+}
+
+int nn_conv_sync(nn_ctx *ctx, nn_conv *cv) {
+  if (cv->ro_wfwd) {
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, cv->m_w}, {DNNL_ARG_TO, cv->m_wfwd}};
+    int rc = exec(ctx, cv->ro_wfwd, 2, a, "weights reorder");
+    if (rc) return rc;
+  }
+  if (cv->ro_wbwd) {
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, cv->m_w}, {DNNL_ARG_TO, cv->m_wbwd}};
+    int rc = exec(ctx, cv->ro_wbwd, 2, a, "weights reorder");
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static dnnl_memory_t conv_wfwd(nn_conv *cv) {
+  return cv->m_wfwd ? cv->m_wfwd : cv->m_w;
+}
+
+int nn_conv_forward(nn_ctx *ctx, nn_conv *cv, nn_tensor *x, nn_tensor *y) {
+  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, x->mem},
+                          {DNNL_ARG_WEIGHTS, conv_wfwd(cv)},
+                          {DNNL_ARG_BIAS, cv->m_b},
+                          {DNNL_ARG_DST, y->mem}};
+  return exec(ctx, cv->fwd, 4, a, "conv forward");
+}
+
+int nn_conv_backward_data(nn_ctx *ctx, nn_conv *cv, nn_tensor *dy,
+                          nn_tensor *dx) {
+  if (!cv->bwd_data) {
+    nn_seterr("conv %d->%d was built without backward data", cv->ic, cv->oc);
+    return PM_ESTATE;
+  }
+  dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, dy->mem},
+                          {DNNL_ARG_WEIGHTS, cv->m_wbwd ? cv->m_wbwd : conv_wfwd(cv)},
+                          {DNNL_ARG_DIFF_SRC, dx->mem}};
+  return exec(ctx, cv->bwd_data, 3, a, "conv backward data");
+}
+
+int nn_conv_backward_weights(nn_ctx *ctx, nn_conv *cv, nn_tensor *x,
+                             nn_tensor *dy) {
+  if (!cv->bwd_w) {
+    nn_seterr("conv %d->%d was built without backward weights", cv->ic, cv->oc);
+    return PM_ESTATE;
+  }
+  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, x->mem},
+                          {DNNL_ARG_DIFF_DST, dy->mem},
+                          {DNNL_ARG_DIFF_WEIGHTS, cv->m_gwtmp},
+                          {DNNL_ARG_DIFF_BIAS, cv->m_gbtmp}};
+  int rc = exec(ctx, cv->bwd_w, 4, a, "conv backward weights");
+  if (rc) return rc;
+  dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, cv->m_gwtmp}, {DNNL_ARG_TO, cv->m_gw}};
+  rc = exec(ctx, cv->ro_gw, 2, r, "diff weights reorder");
+  if (rc) return rc;
+  for (int i = 0; i < cv->oc; i++) cv->gb[i] += cv->gbtmp[i];
+  return 0;
+}
+
+/* ---- batch norm ----------------------------------------------------- */
+
+#define BN_EPS 1e-5f
+#define BN_MOMENTUM 0.1f
+
+int nn_bn_init(nn_ctx *ctx, nn_bn *bn, int n, int c, int h, int w,
+               float *params, float *grads, float *running) {
+  memset(bn, 0, sizeof *bn);
+  bn->n = n, bn->c = c, bn->h = h, bn->w = w;
+  bn->gamma = params, bn->beta = params + c;
+  bn->ggamma = grads, bn->gbeta = grads + c;
+  bn->run_mean = running, bn->run_var = running + c;
+  bn->tmp = falloc(2 * (size_t)c);
+  if (!bn->tmp) { nn_seterr("out of memory for batch norm"); return PM_ENOMEM; }
+  dnnl_memory_desc_t data, cmd;
+  int rc;
+  if ((rc = md4(&data, n, c, h, w, dnnl_nChw16c)) || (rc = md1(&cmd, c)))
+    goto fail;
+  unsigned flags = dnnl_use_scale | dnnl_use_shift;
+  dnnl_batch_normalization_desc_t d;
+  dnnl_primitive_desc_t pf = NULL, pb = NULL;
+  rc = PM_ENOTSUP;
+  if (dnnl_batch_normalization_forward_desc_init(&d, dnnl_forward_training, &data,
+                                                 BN_EPS, flags) != dnnl_success ||
+      dnnl_primitive_desc_create(&pf, &d, NULL, ctx->eng, NULL) != dnnl_success) {
+    nn_seterr("oneDNN: batch norm forward unavailable for c=%d", c);
+    goto fail;
+  }
+  snprintf(bn->impl, sizeof bn->impl, "%s", pd_impl(pf));
+  if (dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &data, &data,
+                                                  BN_EPS, flags) != dnnl_success ||
+      dnnl_primitive_desc_create(&pb, &d, NULL, ctx->eng, pf) != dnnl_success) {
+    nn_seterr("oneDNN: batch norm backward unavailable for c=%d", c);
+    goto fail_pd;
+  }
+  /* oneDNN 2.6 has no backward_data batch norm with scale: the data-only
+   * pass runs the full backward and drops the scale/shift gradients. */
+  if ((rc = make_prim(pf, &bn->fwd)) || (rc = make_prim(pb, &bn->bwd)) ||
+      (rc = mem(ctx, &bn->m_gamma, &cmd, bn->gamma)) ||
+      (rc = mem(ctx, &bn->m_beta, &cmd, bn->beta)) ||
+      (rc = mem(ctx, &bn->m_dg, &cmd, bn->tmp)) ||
+      (rc = mem(ctx, &bn->m_db, &cmd, bn->tmp + c)))
+    goto fail_pd;
+  dnnl_primitive_desc_destroy(pf);
+  dnnl_primitive_desc_destroy(pb);
+  return 0;
+fail_pd:
+  if (pf) dnnl_primitive_desc_destroy(pf);
+  if (pb) dnnl_primitive_desc_destroy(pb);
+fail:
+  nn_bn_free(bn);
+  return rc;
+}
+
+void nn_bn_free(nn_bn *bn) {
+  if (!bn) return;
+  if (bn->fwd) dnnl_primitive_destroy(bn->fwd);
+  if (bn->bwd) dnnl_primitive_destroy(bn->bwd);
+  dnnl_memory_t ms[] = {bn->m_gamma, bn->m_beta, bn->m_dg, bn->m_db};
+  for (int i = 0; i < 4; i++)
+    if (ms[i]) dnnl_memory_destroy(ms[i]);
+  free(bn->tmp);
+  memset(bn, 0, sizeof *bn);
+}
+
+int nn_bn_stats_init(nn_ctx *ctx, nn_bn_stats *st, int c) {
+  memset(st, 0, sizeof *st);
+  dnnl_memory_desc_t cmd;
+  int rc = md1(&cmd, c);
+  if (rc) return rc;
+  st->mean = falloc((size_t)c);
+  st->var = falloc((size_t)c);
+  if (!st->mean || !st->var) {
+    nn_bn_stats_free(st);
+    nn_seterr("out of memory for batch norm statistics");
+    return PM_ENOMEM;
+  }
+  if ((rc = mem(ctx, &st->m_mean, &cmd, st->mean)) ||
+      (rc = mem(ctx, &st->m_var, &cmd, st->var)))
+    nn_bn_stats_free(st);
+  return rc;
+}
+
+void nn_bn_stats_free(nn_bn_stats *st) {
+  if (!st) return;
+  if (st->m_mean) dnnl_memory_destroy(st->m_mean);
+  if (st->m_var) dnnl_memory_destroy(st->m_var);
+  free(st->mean);
+  free(st->var);
+  memset(st, 0, sizeof *st);
+}
+
+void nn_bn_update_running(nn_bn *bn, const nn_bn_stats *st) {
+  double cnt = (double)bn->n * bn->h * bn->w;
+  float unbias = cnt > 1 ? (float)(cnt / (cnt - 1)) : 1.0f;
+  for (int i = 0; i < bn->c; i++) {
+    bn->run_mean[i] = BN_MOMENTUM * st->mean[i] + (1 - BN_MOMENTUM) * bn->run_mean[i];
+    bn->run_var[i] =
+        BN_MOMENTUM * (st->var[i] * unbias) + (1 - BN_MOMENTUM) * bn->run_var[i];
+  }
+}
+
+int nn_bn_forward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_tensor *y,
+                  nn_bn_stats *st) {
+  dnnl_exec_arg_t a[6] = {{DNNL_ARG_SRC, x->mem},        {DNNL_ARG_DST, y->mem},
+                          {DNNL_ARG_SCALE, bn->m_gamma}, {DNNL_ARG_SHIFT, bn->m_beta},
+                          {DNNL_ARG_MEAN, st->m_mean},   {DNNL_ARG_VARIANCE, st->m_var}};
+  int rc = exec(ctx, bn->fwd, 6, a, "batch norm forward");
+  if (rc) return rc;
+  nn_bn_update_running(bn, st);
+  return 0;
+}
+
+int nn_bn_backward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_bn_stats *st,
+                   nn_tensor *dy, nn_tensor *dx, int weights) {
+  /* oneDNN 2.6 insists on SHIFT here although the gradient ignores it */
+  dnnl_exec_arg_t a[9] = {{DNNL_ARG_SHIFT, bn->m_beta},
+                          {DNNL_ARG_SRC, x->mem},        {DNNL_ARG_MEAN, st->m_mean},
+                          {DNNL_ARG_VARIANCE, st->m_var}, {DNNL_ARG_DIFF_DST, dy->mem},
+                          {DNNL_ARG_SCALE, bn->m_gamma},  {DNNL_ARG_DIFF_SRC, dx->mem},
+                          {DNNL_ARG_DIFF_SCALE, bn->m_dg}, {DNNL_ARG_DIFF_SHIFT, bn->m_db}};
+  int rc = exec(ctx, bn->bwd, 9, a, "batch norm backward");
+  if (rc || !weights) return rc;
+  for (int i = 0; i < bn->c; i++) {
+    bn->ggamma[i] += bn->tmp[i];
+    bn->gbeta[i] += bn->tmp[bn->c + i];
+  }
+  return 0;
+}
+
+/* ---- max pool -------------------------------------------------------- */
+
+int nn_pool_init(nn_ctx *ctx, nn_pool *p, int n, int c, int h, int w) {
+  memset(p, 0, sizeof *p);
+  dnnl_memory_desc_t src, dst;
+  int rc;
+  if ((rc = md4(&src, n, c, h, w, dnnl_nChw16c)) ||
+      (rc = md4(&dst, n, c, h / 2, w / 2, dnnl_nChw16c)))
+    return rc;
+  dnnl_dims_t k = {2, 2}, s = {2, 2}, pad = {0, 0};
+  dnnl_pooling_desc_t d;
+  dnnl_primitive_desc_t pf = NULL, pb = NULL;
+  rc = PM_ENOTSUP;
+  if (dnnl_pooling_forward_desc_init(&d, dnnl_forward_training, dnnl_pooling_max,
+                                     &src, &dst, s, k, pad, pad) != dnnl_success ||
+      dnnl_primitive_desc_create(&pf, &d, NULL, ctx->eng, NULL) != dnnl_success ||
+      dnnl_pooling_backward_desc_init(&d, dnnl_pooling_max, &src, &dst, s, k, pad,
+                                      pad) != dnnl_success ||
+      dnnl_primitive_desc_create(&pb, &d, NULL, ctx->eng, pf) != dnnl_success) {
+    nn_seterr("oneDNN: max pool unavailable for c=%d %dx%d", c, h, w);
+    goto out;
+  }
+  snprintf(p->impl, sizeof p->impl, "%s", pd_impl(pf));
+  p->ws_md = *dnnl_primitive_desc_query_md(pf, dnnl_query_workspace_md, 0);
+  if ((rc = make_prim(pf, &p->fwd)) || (rc = make_prim(pb, &p->bwd))) goto out;
+  rc = 0;
+out:
+  if (pf) dnnl_primitive_desc_destroy(pf);
+  if (pb) dnnl_primitive_desc_destroy(pb);
+  if (rc) nn_pool_free(p);
+  return rc;
+}
+
+void nn_pool_free(nn_pool *p) {
+  if (!p) return;
+  if (p->fwd) dnnl_primitive_destroy(p->fwd);
+  if (p->bwd) dnnl_primitive_destroy(p->bwd);
+  memset(p, 0, sizeof *p);
+}
+
+int nn_pool_ws_init(nn_ctx *ctx, nn_pool *p, dnnl_memory_t *ws, void **buf) {
+  size_t sz = dnnl_memory_desc_get_size(&p->ws_md);
+  *buf = aligned_alloc(64, (sz + 63) / 64 * 64 + 64);
+  if (!*buf) { nn_seterr("out of memory for pool workspace"); return PM_ENOMEM; }
+  int rc = mem(ctx, ws, &p->ws_md, *buf);
+  if (rc) { free(*buf); *buf = NULL; }
+  return rc;
+}
+
+int nn_pool_forward(nn_ctx *ctx, nn_pool *p, nn_tensor *x, nn_tensor *y,
+                    dnnl_memory_t ws) {
+  dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, x->mem}, {DNNL_ARG_DST, y->mem},
+                          {DNNL_ARG_WORKSPACE, ws}};
+  return exec(ctx, p->fwd, 3, a, "pool forward");
+}
+
+int nn_pool_backward(nn_ctx *ctx, nn_pool *p, nn_tensor *dy, nn_tensor *dx,
+                     dnnl_memory_t ws) {
+  dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, dy->mem}, {DNNL_ARG_DIFF_SRC, dx->mem},
+                          {DNNL_ARG_WORKSPACE, ws}};
+  return exec(ctx, p->bwd, 3, a, "pool backward");
+}
+
+/* ---- element-wise ------------------------------------------------------ */
+
+void nn_lrelu_forward(nn_tensor *t, float slope) {
+  float *p = t->data;
+  long n = (long)t->nfloats;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) p[i] = p[i] > 0 ? p[i] : slope * p[i];
+}
+
+void nn_lrelu_backward(const nn_tensor *y, const nn_tensor *dy, nn_tensor *dx,
+                       float slope) {
+  const float *yp = y->data, *g = dy->data;
+  float *o = dx->data;
+  long n = (long)y->nfloats;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) o[i] = yp[i] > 0 ? g[i] : slope * g[i];
+}
+
+void nn_axpby(float a, const nn_tensor *x, float b, nn_tensor *y) {
+  const float *xp = x->data;
+  float *yp = y->data;
+  long n = (long)x->nfloats;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) yp[i] = a * xp[i] + b * yp[i];
+}
+
+void nn_add_scaled(const nn_tensor *x, float a, const nn_tensor *y,
+                   nn_tensor *z) {
+  const float *xp = x->data, *yp = y->data;
+  float *zp = z->data;
+  long n = (long)x->nfloats;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) zp[i] = xp[i] + a * yp[i];
+}
+
+void nn_copy(const nn_tensor *src, nn_tensor *dst) {
+  memcpy(dst->data, src->data, src->nfloats * sizeof(float));
+}
+
+void nn_zero(nn_tensor *t) { memset(t->data, 0, t->nfloats * sizeof(float)); }
+
+/* In nChw16c with whole channel blocks, a channel slice of one image is a
+ * contiguous run of c*h*w floats. */
+void nn_concat(nn_tensor *const *srcs, int nsrc, nn_tensor *dst) {
+  size_t hw = (size_t)dst->h * dst->w;
+  long total = (long)dst->n * nsrc;
+#pragma omp parallel for schedule(static)
+  for (long k = 0; k < total; k++) {
+    int n = (int)(k / nsrc), i = (int)(k % nsrc);
+    size_t coff = 0;
+    for (int j = 0; j < i; j++) coff += (size_t)srcs[j]->c;
+    const nn_tensor *s = srcs[i];
+    memcpy(dst->data + ((size_t)n * dst->c + coff) * hw,
+           s->data + (size_t)n * s->c * hw, (size_t)s->c * hw * sizeof(float));
+  }
+}
+
+void nn_split(const nn_tensor *src, nn_tensor *const *dsts, int ndst,
+              unsigned acc_mask) {
+  size_t hw = (size_t)src->h * src->w;
+  for (int n = 0; n < src->n; n++) {
+    size_t coff = 0;
+    for (int i = 0; i < ndst; i++) {
+      nn_tensor *d = dsts[i];
+      const float *sp = src->data + ((size_t)n * src->c + coff) * hw;
+      float *dp = d->data + (size_t)n * d->c * hw;
+      long m = (long)((size_t)d->c * hw);
+      if (acc_mask & (1u << i)) {
+#pragma omp parallel for simd schedule(static)
+        for (long j = 0; j < m; j++) dp[j] += sp[j];
+      } else {
+        memcpy(dp, sp, (size_t)m * sizeof(float));
+      }
+      coff += (size_t)d->c;
+    }
+  }
+}
+
+/* Output (n, c, 2y+i, 2x+j) = input (n, 4c + 2i + j, y, x). */
+void nn_pixel_shuffle(const nn_tensor *x, nn_tensor *y) {
+  int C = y->c, H = y->h, W = y->w;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < y->n; n++)
+    for (int oy = 0; oy < H; oy++)
+      for (int ox = 0; ox < W; ox++)
+        for (int c = 0; c < C; c++) {
+          int ci = 4 * c + 2 * (oy & 1) + (ox & 1);
+          y->data[nn_off(y, n, c, oy, ox)] = x->data[nn_off(x, n, ci, oy >> 1, ox >> 1)];
+        }
+}
+
+void nn_pixel_unshuffle(const nn_tensor *y, nn_tensor *x) {
+  int C = y->c, H = y->h, W = y->w;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < y->n; n++)
+    for (int oy = 0; oy < H; oy++)
+      for (int ox = 0; ox < W; ox++)
+        for (int c = 0; c < C; c++) {
+          int ci = 4 * c + 2 * (oy & 1) + (ox & 1);
+          x->data[nn_off(x, n, ci, oy >> 1, ox >> 1)] = y->data[nn_off(y, n, c, oy, ox)];
+        }
+}
+
+/* ---- losses ------------------------------------------------------------ */
+
+double nn_l1_loss(const nn_tensor *a, const nn_tensor *b, nn_tensor *da,
+                  float w) {
+  double count = (double)a->n * a->c * a->h * a->w, sum = 0;
+  const float *ap = a->data, *bp = b->data;
+  long n = (long)a->nfloats;
+#pragma omp parallel for simd reduction(+ : sum) schedule(static)
+  for (long i = 0; i < n; i++) sum += fabsf(ap[i] - bp[i]);
+  if (da) {
+    float g = (float)(w / count);
+    float *dp = da->data;
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+      float d = ap[i] - bp[i];
+      dp[i] = d > 0 ? g : (d < 0 ? -g : 0.0f);
+    }
+  }
+  return sum / count;
+}
+
+static double bce(double z, double t) {
+  return (z > 0 ? z : 0) - z * t + log1p(exp(-fabs(z)));
+}
+
+static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* mean over the batch of the logits at each patch position. */
+static void batch_mean(const nn_tensor *t, double *m) {
+  int hw = t->h * t->w;
+  for (int p = 0; p < hw; p++) {
+    double s = 0;
+    for (int n = 0; n < t->n; n++) s += t->data[nn_off(t, n, 0, p / t->w, p % t->w)];
+    m[p] = s / t->n;
+  }
+}
+
+double nn_ragan_g_loss(const nn_tensor *real, const nn_tensor *fake,
+                       nn_tensor *d_fake, float w) {
+  int hw = real->h * real->w, N = real->n;
+  double count = (double)N * hw, loss = 0;
+  double *mr = malloc(sizeof(double) * (size_t)hw);
+  if (!mr) return NAN;
+  batch_mean(real, mr);
+  if (d_fake) nn_zero(d_fake);
+  for (int n = 0; n < N; n++)
+    for (int p = 0; p < hw; p++) {
+      size_t o = nn_off(fake, n, 0, p / fake->w, p % fake->w);
+      double z = fake->data[o] - mr[p];
+      loss += bce(z, 1.0);
+      if (d_fake) d_fake->data[o] = (float)(w * (sigm(z) - 1.0) / count);
+    }
+  free(mr);
+  return loss / count;
+}
+
+double nn_ragan_d_loss(const nn_tensor *real, const nn_tensor *fake,
+                       nn_tensor *d_real, nn_tensor *d_fake) {
+  int hw = real->h * real->w, N = real->n, W = real->w;
+  double count = (double)N * hw, l1 = 0, l2 = 0;
+  double *buf = calloc((size_t)hw * 4, sizeof(double));
+  if (!buf) return NAN;
+  double *mr = buf, *mf = buf + hw, *s1 = buf + 2 * hw, *s2 = buf + 3 * hw;
+  batch_mean(real, mr);
+  batch_mean(fake, mf);
+  for (int n = 0; n < N; n++)
+    for (int p = 0; p < hw; p++) {
+      size_t o = nn_off(real, n, 0, p / W, p % W);
+      double z1 = real->data[o] - mf[p], z2 = fake->data[o] - mr[p];
+      l1 += bce(z1, 1.0);
+      l2 += bce(z2, 0.0);
+      double g1 = 0.5 * (sigm(z1) - 1.0) / count, g2 = 0.5 * sigm(z2) / count;
+      s1[p] += g1, s2[p] += g2;
+      if (d_real) d_real->data[o] = (float)g1;
+      if (d_fake) d_fake->data[o] = (float)g2;
+    }
+  /* z1 = real - mean(fake), z2 = fake - mean(real): each side also gets
+   * minus the batch mean of the other term's gradient. */
+  for (int n = 0; n < N; n++)
+    for (int p = 0; p < hw; p++) {
+      size_t o = nn_off(real, n, 0, p / W, p % W);
+      if (d_real) d_real->data[o] = (float)(d_real->data[o] - s2[p] / N);
+      if (d_fake) d_fake->data[o] = (float)(d_fake->data[o] - s1[p] / N);
+    }
+  free(buf);
+  return 0.5 * (l1 / count + l2 / count);
+}
+
+/* ---- Adam ---------------------------------------------------------------- */
+
+int nn_adam_init(nn_adam *a, size_t n, float lr, float b1, float b2) {
+  memset(a, 0, sizeof *a);
+  a->n = n, a->lr = lr, a->b1 = b1, a->b2 = b2, a->eps = 1e-8f;
+  a->m = falloc(n);
+  a->v = falloc(n);
+  if (!a->m || !a->v) {
+    nn_adam_free(a);
+    nn_seterr("out of memory for Adam state (%zu floats)", n);
+    return PM_ENOMEM;
+  }
+  return 0;
+}
+
+void nn_adam_free(nn_adam *a) {
+  if (!a) return;
+  free(a->m);
+  free(a->v);
+  a->m = a->v = NULL;
+}
+
+void nn_adam_step(nn_adam *a, float *params, const float *grads) {
+  a->step++;
+  double bc1 = 1.0 - pow((double)a->b1, (double)a->step);
+  double bc2 = 1.0 - pow((double)a->b2, (double)a->step);
+  float step_size = (float)(a->lr / bc1);
+  float bc2_sqrt = (float)sqrt(bc2);
+  float b1 = a->b1, b2 = a->b2, eps = a->eps;
+  float *m = a->m, *v = a->v;
+  long n = (long)a->n;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; i++) {
+    float g = grads[i];
+    m[i] = m[i] * b1 + g * (1 - b1);
+    v[i] = v[i] * b2 + g * g * (1 - b2);
+    float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+    params[i] += -step_size * (m[i] / denom);
+  }
+}
