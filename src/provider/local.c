@@ -1,0 +1,1577 @@
+/* local.c - the local provider: this machine as a small cloud of emulated
+ * instances.  A node is a cgroup with a CPU quota and a memory limit, a
+ * working directory under RUN/nodes/<id>/work and a simulated boot delay,
+ * so heterogeneous types really are faster or slower.  Without usable
+ * cgroups a per-node supervisor throttles the node's processes by duty
+ * cycle (SIGSTOP/SIGCONT) instead.
+ *
+ * Every fact about a node is on disk (RUN/nodes/<id>/node.json, written
+ * atomically, and the run's journal, written before anything is created),
+ * so a process that never started the node (`paramount down` after the
+ * controller was SIGKILLed) can find and remove everything it had.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/journal.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "paramount.h"
+#include "provider.h"
+
+#define LOCAL_MAX_CG 3             /* cpu, cpuacct, memory (v1) or one (v2) */
+#define LOCAL_PERIOD_US 100000     /* CFS period and duty-cycle period */
+#define LOCAL_REC_MAX (64 * 1024)  /* largest node.json we read */
+#define LOCAL_ENVIRON_MAX (256 * 1024)
+#define LOCAL_KILL_TIMEOUT_S 10.0
+
+typedef enum { THR_CGROUP_V1, THR_CGROUP_V2, THR_DUTYCYCLE } local_throttle;
+
+static const char *const local_throttle_names[] = {"cgroup-v1", "cgroup-v2",
+                                                   "dutycycle"};
+
+/* One node's record: node.json. */
+typedef struct {
+  char id[PROVIDER_ID_MAX];
+  char type[CATALOG_NAME_MAX];
+  provider_node_state state;
+  double requested_s, boot_until_s, booted_s, staged_s, ready_s, terminated_s;
+  double price_usd_per_hour, billing_granularity_s, billing_minimum_s;
+  double cpu_fraction, memory_limit_mib;
+  unsigned vcpus, threads;
+  double stage_bytes;
+  local_throttle throttle;
+  int ncg;
+  char cg[LOCAL_MAX_CG][PATH_MAX]; /* the node's cgroup in each hierarchy */
+  long sup_pid;                    /* duty-cycle supervisor, 0 if none */
+  unsigned long long sup_start;    /* its start time, against pid reuse */
+} local_rec;
+
+/* Where nodes' cgroups go on this host, found once per process. */
+typedef struct {
+  local_throttle mode;
+  int nh;
+  char base[LOCAL_MAX_CG][PATH_MAX]; /* .../paramount, one per hierarchy */
+  char ctl[LOCAL_MAX_CG][16];        /* "cpu", "cpuacct", "memory", "v2" */
+  char why[512];                     /* why cgroups are not used */
+} local_cg_env;
+
+typedef struct {
+  char run_dir[PATH_MAX];
+  char run_key[128]; /* cgroup-safe, unique per run directory */
+  char bin[PATH_MAX];
+  const catalog *cat;
+  int force;
+  journal *j;
+  local_cg_env cg;
+} local_impl;
+
+/* ---- small helpers -------------------------------------------------- */
+
+static int local_err(char *err, size_t cap, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int local_err(char *err, size_t cap, int rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  if (err && cap) vsnprintf(err, cap, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+/* snprintf for messages and paths whose truncation is harmless or checked
+ * elsewhere (path lengths are bounded when the run directory is opened). */
+static void local_fmt(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void local_fmt(char *buf, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
+}
+
+static void local_sleep_s(double s) {
+  if (!(s > 0)) return;
+  struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static int local_write_str(const char *path, const char *s) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, s, strlen(s));
+  int e = errno;
+  close(fd);
+  errno = e;
+  return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+static int local_read_small(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  if (n < 0) return -1;
+  buf[n] = '\0';
+  return (int)n;
+}
+
+/* Node ids are host names Open MPI must accept and path components we
+ * must not escape from: a letter then letters, digits, '-'. */
+static int local_id_valid(const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n >= PROVIDER_ID_MAX || !isalpha((unsigned char)id[0])) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)id[i]) && id[i] != '-') return 0;
+  return 1;
+}
+
+static void local_run_key(const char *run_dir, char *key, size_t cap) {
+  const char *base = strrchr(run_dir, '/');
+  base = base ? base + 1 : run_dir;
+  uint32_t h = 2166136261u; /* FNV-1a: two runs named alike stay apart */
+  for (const char *p = run_dir; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+  char clean[64];
+  size_t k = 0;
+  for (const char *p = base; *p && k < sizeof clean - 1; p++)
+    clean[k++] = (isalnum((unsigned char)*p) || *p == '-' || *p == '.') ? *p : '_';
+  clean[k] = '\0';
+  snprintf(key, cap, "%s-%08x", k ? clean : "run", h);
+}
+
+static unsigned long long local_proc_start(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  if (local_read_small(path, buf, sizeof buf) <= 0) return 0;
+  char *p = strrchr(buf, ')'); /* comm may hold spaces */
+  if (!p) return 0;
+  unsigned long long v = 0;
+  int field = 2;
+  for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
+    field++;
+    if (field == 3 && tok[0] == 'Z') return 0; /* a zombie has no life left */
+    if (field == 22) {
+      v = strtoull(tok, NULL, 10);
+      break;
+    }
+  }
+  return v;
+}
+
+static unsigned local_host_cores(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return (unsigned)CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (unsigned)n : 1;
+}
+
+static unsigned local_threads_for(double cpu_fraction) {
+  /* A rank that starts more threads than its share of cores only
+   * time-slices against its own quota. */
+  double t = ceil(cpu_fraction - 1e-9);
+  return t < 1 ? 1 : (unsigned)t;
+}
+
+/* ---- paths and records --------------------------------------------- */
+
+static int local_path(char *out, size_t cap, const char *run_dir,
+                      const char *id, const char *leaf) {
+  const char *sep = leaf ? "/" : "";
+  if (!leaf) leaf = "";
+  size_t need = strlen(run_dir) + strlen("/nodes/") + (id ? strlen(id) : 0) + 1 +
+                strlen(leaf) + 1;
+  if (need > cap) return PM_EINVAL;
+  if (id) local_fmt(out, cap, "%s/nodes/%s%s%s", run_dir, id, sep, leaf);
+  else local_fmt(out, cap, "%s/nodes%s%s", run_dir, sep, leaf);
+  return 0;
+}
+
+static json_object *local_rec_to_json(const local_rec *r) {
+  json_object *o = json_object_new_object();
+  json_object_object_add(o, "id", json_object_new_string(r->id));
+  json_object_object_add(o, "type", json_object_new_string(r->type));
+  json_object_object_add(o, "state", json_object_new_string(provider_state_name(r->state)));
+  json_object_object_add(o, "provider", json_object_new_string("local"));
+  json_object_object_add(o, "requested_s", json_object_new_double(r->requested_s));
+  json_object_object_add(o, "boot_until_s", json_object_new_double(r->boot_until_s));
+  json_object_object_add(o, "booted_s", json_object_new_double(r->booted_s));
+  json_object_object_add(o, "staged_s", json_object_new_double(r->staged_s));
+  json_object_object_add(o, "ready_s", json_object_new_double(r->ready_s));
+  json_object_object_add(o, "terminated_s", json_object_new_double(r->terminated_s));
+  json_object_object_add(o, "price_usd_per_hour", json_object_new_double(r->price_usd_per_hour));
+  json_object_object_add(o, "billing_granularity_s", json_object_new_double(r->billing_granularity_s));
+  json_object_object_add(o, "billing_minimum_s", json_object_new_double(r->billing_minimum_s));
+  json_object_object_add(o, "cpu_fraction", json_object_new_double(r->cpu_fraction));
+  json_object_object_add(o, "memory_limit_mib", json_object_new_double(r->memory_limit_mib));
+  json_object_object_add(o, "vcpus", json_object_new_int((int)r->vcpus));
+  json_object_object_add(o, "threads", json_object_new_int((int)r->threads));
+  json_object_object_add(o, "stage_bytes", json_object_new_double(r->stage_bytes));
+  json_object_object_add(o, "throttle", json_object_new_string(local_throttle_names[r->throttle]));
+  json_object *cg = json_object_new_array();
+  for (int i = 0; i < r->ncg; i++) json_object_array_add(cg, json_object_new_string(r->cg[i]));
+  json_object_object_add(o, "cgroups", cg);
+  json_object_object_add(o, "supervisor_pid", json_object_new_int64(r->sup_pid));
+  json_object_object_add(o, "supervisor_start", json_object_new_int64((int64_t)r->sup_start));
+  return o;
+}
+
+static double local_jd(json_object *o, const char *k) {
+  json_object *v;
+  return json_object_object_get_ex(o, k, &v) ? json_object_get_double(v) : 0;
+}
+
+static const char *local_js(json_object *o, const char *k) {
+  json_object *v;
+  return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string)
+             ? json_object_get_string(v)
+             : NULL;
+}
+
+/* Fills what a record and a journal node_request have in common. */
+static int local_rec_from_json(json_object *o, local_rec *r) {
+  memset(r, 0, sizeof *r);
+  const char *id = local_js(o, "id"), *type = local_js(o, "type");
+  if (!id || !local_id_valid(id)) return PM_ECORRUPT;
+  snprintf(r->id, sizeof r->id, "%s", id);
+  snprintf(r->type, sizeof r->type, "%s", type ? type : "?");
+  int st = provider_state_parse(local_js(o, "state"));
+  r->state = st < 0 ? NODE_REQUESTED : (provider_node_state)st;
+  r->requested_s = local_jd(o, "requested_s");
+  r->boot_until_s = local_jd(o, "boot_until_s");
+  r->booted_s = local_jd(o, "booted_s");
+  r->staged_s = local_jd(o, "staged_s");
+  r->ready_s = local_jd(o, "ready_s");
+  r->terminated_s = local_jd(o, "terminated_s");
+  r->price_usd_per_hour = local_jd(o, "price_usd_per_hour");
+  r->billing_granularity_s = local_jd(o, "billing_granularity_s");
+  r->billing_minimum_s = local_jd(o, "billing_minimum_s");
+  r->cpu_fraction = local_jd(o, "cpu_fraction");
+  r->memory_limit_mib = local_jd(o, "memory_limit_mib");
+  r->vcpus = (unsigned)local_jd(o, "vcpus");
+  r->threads = (unsigned)local_jd(o, "threads");
+  r->stage_bytes = local_jd(o, "stage_bytes");
+  const char *thr = local_js(o, "throttle");
+  r->throttle = THR_DUTYCYCLE;
+  for (int i = 0; i < 3; i++)
+    if (thr && !strcmp(thr, local_throttle_names[i])) r->throttle = (local_throttle)i;
+  json_object *cg;
+  if (json_object_object_get_ex(o, "cgroups", &cg) && json_object_is_type(cg, json_type_array)) {
+    size_t n = json_object_array_length(cg);
+    for (size_t i = 0; i < n && r->ncg < LOCAL_MAX_CG; i++) {
+      const char *s = json_object_get_string(json_object_array_get_idx(cg, i));
+      /* Only ever rmdir or kill inside a cgroup tree we could have made. */
+      if (!s || strncmp(s, "/sys/fs/cgroup/", 15) || !strstr(s, "/paramount/") ||
+          strstr(s, "/../"))
+        return PM_ECORRUPT;
+      snprintf(r->cg[r->ncg++], PATH_MAX, "%s", s);
+    }
+  }
+  r->sup_pid = (long)local_jd(o, "supervisor_pid");
+  r->sup_start = (unsigned long long)local_jd(o, "supervisor_start");
+  return 0;
+}
+
+static int local_rec_load(const char *run_dir, const char *id, local_rec *r) {
+  char path[PATH_MAX];
+  if (!local_id_valid(id) || local_path(path, sizeof path, run_dir, id, "node.json"))
+    return PM_EINVAL;
+  char *text = NULL;
+  int rc = util_read_file(path, LOCAL_REC_MAX, &text, NULL);
+  if (rc) return rc;
+  json_object *o = json_tokener_parse(text);
+  free(text);
+  if (!o) return PM_ECORRUPT;
+  rc = local_rec_from_json(o, r);
+  json_object_put(o);
+  return rc;
+}
+
+static int local_rec_save(const char *run_dir, const local_rec *r) {
+  char path[PATH_MAX];
+  if (local_path(path, sizeof path, run_dir, r->id, "node.json")) return PM_EINVAL;
+  json_object *o = local_rec_to_json(r);
+  const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+  int rc = util_write_file_atomic(path, s, strlen(s));
+  json_object_put(o);
+  return rc;
+}
+
+/* The clock decides when a simulated boot is over, so any process can see
+ * it; the first one that notices writes it down. */
+static provider_node_state local_rec_observed(const local_rec *r, double now) {
+  if (r->state == NODE_BOOTING && now >= r->boot_until_s) return NODE_BOOTED;
+  return r->state;
+}
+
+/* Serialises record updates of one run across processes. */
+static int local_lock(const char *run_dir) {
+  char path[PATH_MAX];
+  if (local_path(path, sizeof path, run_dir, NULL, NULL)) return -1;
+  util_mkdir_p(path);
+  if (local_path(path, sizeof path, run_dir, NULL, ".lock")) return -1;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  while (flock(fd, LOCK_EX) != 0)
+    if (errno != EINTR) {
+      close(fd);
+      return -1;
+    }
+  return fd;
+}
+
+static void local_unlock(int fd) {
+  if (fd >= 0) close(fd); /* closing releases the flock */
+}
+
+static int local_journal_node(journal *j, const char *ev, const local_rec *r,
+                              double t, json_object *extra, int sync) {
+  json_object *o = extra ? extra : json_object_new_object();
+  json_object_object_add(o, "ev", json_object_new_string(ev));
+  json_object_object_add(o, "t", json_object_new_double(t));
+  json_object_object_add(o, "node", json_object_new_string(r->id));
+  json_object_object_add(o, "type", json_object_new_string(r->type));
+  int rc = journal_append(j, o);
+  json_object_put(o);
+  if (!rc) rc = sync ? journal_sync(j) : journal_flush(j);
+  return rc;
+}
+
+/* ---- cgroups --------------------------------------------------------- */
+
+/* The mount point of the hierarchy holding `ctl` (v1) or of cgroup2
+ * (ctl == NULL), from /proc/self/mounts. */
+static int local_cg_mount(const char *ctl, char *out, size_t cap) {
+  FILE *f = fopen("/proc/self/mounts", "re");
+  if (!f) return -1;
+  char line[4096];
+  int found = -1;
+  while (found && fgets(line, sizeof line, f)) {
+    char dev[256], dir[PATH_MAX], type[64], opts[2048];
+    if (sscanf(line, "%255s %4095s %63s %2047s", dev, dir, type, opts) != 4) continue;
+    if (ctl ? strcmp(type, "cgroup") : strcmp(type, "cgroup2")) continue;
+    if (ctl) {
+      int has = 0;
+      for (char *tok = strtok(opts, ","); tok; tok = strtok(NULL, ","))
+        if (!strcmp(tok, ctl)) has = 1;
+      if (!has) continue;
+    } else {
+      char p[PATH_MAX + 32], buf[512];
+      snprintf(p, sizeof p, "%s/cgroup.controllers", dir);
+      if (local_read_small(p, buf, sizeof buf) < 0 || !strstr(buf, "cpu")) continue;
+    }
+    snprintf(out, cap, "%s", dir);
+    found = 0;
+  }
+  fclose(f);
+  return found;
+}
+
+/* This process's own cgroup in the hierarchy of `ctl` (NULL: v2), so
+ * nodes nest below it and limits put on Paramount itself still hold. */
+static void local_cg_self(const char *ctl, char *out, size_t cap) {
+  snprintf(out, cap, "/");
+  FILE *f = fopen("/proc/self/cgroup", "re");
+  if (!f) return;
+  char line[4096];
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    char *c1 = strchr(line, ':');
+    char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2) continue;
+    *c2 = '\0';
+    const char *ctls = c1 + 1, *path = c2 + 1;
+    int match = 0;
+    if (!ctl) match = !*ctls && !strcmp(line, "0");
+    else {
+      char tmp[256];
+      snprintf(tmp, sizeof tmp, "%s", ctls);
+      for (char *tok = strtok(tmp, ","); tok; tok = strtok(NULL, ","))
+        if (!strcmp(tok, ctl)) match = 1;
+    }
+    if (match) {
+      snprintf(out, cap, "%s", path);
+      break;
+    }
+  }
+  fclose(f);
+}
+
+static void local_join(char *out, size_t cap, const char *a, const char *b) {
+  /* Avoid "//" when b is the root cgroup "/". */
+  if (!strcmp(b, "/")) b = "";
+  snprintf(out, cap, "%s%s", a, b);
+}
+
+static int local_cg_env_v1(local_cg_env *e) {
+  static const char *const ctls[] = {"cpu", "cpuacct", "memory"};
+  char mounts[LOCAL_MAX_CG][PATH_MAX];
+  e->nh = 0;
+  for (int i = 0; i < 3; i++) {
+    char m[PATH_MAX], self[PATH_MAX], p[PATH_MAX * 2];
+    if (local_cg_mount(ctls[i], m, sizeof m) != 0) {
+      if (i == 1) continue; /* cpuacct is only for measuring */
+      snprintf(e->why, sizeof e->why, "no cgroup v1 '%s' hierarchy mounted", ctls[i]);
+      return -1;
+    }
+    int dup = 0; /* "cpu,cpuacct" co-mounted: one directory serves both */
+    for (int k = 0; k < e->nh; k++)
+      if (!strcmp(mounts[k], m)) dup = 1;
+    if (dup) continue;
+    local_cg_self(ctls[i], self, sizeof self);
+    local_join(p, sizeof p, m, self);
+    if (snprintf(e->base[e->nh], PATH_MAX, "%s/paramount", p) >= PATH_MAX) return -1;
+    if (i == 0) {
+      char q[PATH_MAX * 2 + 32];
+      snprintf(q, sizeof q, "%s/cpu.cfs_quota_us", p);
+      if (access(q, F_OK) != 0) {
+        local_fmt(e->why, sizeof e->why, "%s has no cpu.cfs_quota_us", p);
+        return -1;
+      }
+    }
+    if (util_mkdir_p(e->base[e->nh]) != 0) {
+      snprintf(e->why, sizeof e->why, "cannot create %s: %s", e->base[e->nh],
+               strerror(errno));
+      return -1;
+    }
+    snprintf(mounts[e->nh], PATH_MAX, "%s", m);
+    snprintf(e->ctl[e->nh], sizeof e->ctl[0], "%s", ctls[i]);
+    e->nh++;
+  }
+  e->mode = THR_CGROUP_V1;
+  return 0;
+}
+
+static int local_cg_env_v2(local_cg_env *e) {
+  char m[PATH_MAX], self[PATH_MAX], p[PATH_MAX * 2], q[PATH_MAX * 2 + 64];
+  if (local_cg_mount(NULL, m, sizeof m) != 0) {
+    snprintf(e->why, sizeof e->why, "no cgroup2 hierarchy with the cpu controller");
+    return -1;
+  }
+  local_cg_self(NULL, self, sizeof self);
+  local_join(p, sizeof p, m, self);
+  local_fmt(e->base[0], PATH_MAX, "%s/paramount", p);
+  if (util_mkdir_p(e->base[0]) != 0) {
+    local_fmt(e->why, sizeof e->why, "cannot create %s: %s", e->base[0], strerror(errno));
+    return -1;
+  }
+  /* v2 hands controllers down level by level; a parent holding processes
+   * cannot (no internal processes rule), which we report as unusable. */
+  snprintf(q, sizeof q, "%s/cgroup.subtree_control", p);
+  local_write_str(q, "+cpu +memory");
+  snprintf(q, sizeof q, "%s/cgroup.subtree_control", e->base[0]);
+  if (local_write_str(q, "+cpu +memory") != 0) {
+    local_fmt(e->why, sizeof e->why, "cannot enable cpu and memory controllers in %s: %s",
+             e->base[0], strerror(errno));
+    return -1;
+  }
+  snprintf(e->ctl[0], sizeof e->ctl[0], "v2");
+  e->nh = 1;
+  e->mode = THR_CGROUP_V2;
+  return 0;
+}
+
+/* Chooses how to throttle: PARAMOUNT_LOCAL_THROTTLE=cgroup|dutycycle|auto
+ * (default auto: cgroups when usable). */
+static int local_cg_env_init(local_cg_env *e, char *err, size_t cap) {
+  memset(e, 0, sizeof *e);
+  const char *want = getenv("PARAMOUNT_LOCAL_THROTTLE");
+  if (!want || !*want) want = "auto";
+  if (strcmp(want, "auto") && strcmp(want, "cgroup") && strcmp(want, "dutycycle"))
+    return local_err(err, cap, PM_EINVAL,
+                     "PARAMOUNT_LOCAL_THROTTLE='%s': must be auto, cgroup or dutycycle", want);
+  if (!strcmp(want, "dutycycle")) {
+    snprintf(e->why, sizeof e->why, "PARAMOUNT_LOCAL_THROTTLE=dutycycle");
+    e->mode = THR_DUTYCYCLE;
+    return 0;
+  }
+  char why1[512] = "";
+  if (local_cg_env_v1(e) == 0) return 0;
+  snprintf(why1, sizeof why1, "%s", e->why);
+  if (local_cg_env_v2(e) == 0) return 0;
+  if (!strcmp(want, "cgroup"))
+    return local_err(err, cap, PM_ENOTSUP, "cgroups unavailable: %s; %s", why1, e->why);
+  char why2[512];
+  local_fmt(why2, sizeof why2, "%s; %s", why1, e->why);
+  snprintf(e->why, sizeof e->why, "%s", why2);
+  e->nh = 0;
+  e->mode = THR_DUTYCYCLE;
+  return 0;
+}
+
+/* Creates the node's cgroups and sets its limits; fills r->cg. */
+static int local_cg_create(const local_cg_env *e, const char *run_key,
+                           local_rec *r, char *err, size_t cap) {
+  for (int i = 0; i < e->nh; i++) {
+    char *dir = r->cg[i], f[PATH_MAX + 64], v[64];
+    if (snprintf(dir, PATH_MAX, "%s/%s/%s", e->base[i], run_key, r->id) >= PATH_MAX)
+      return local_err(err, cap, PM_EINVAL, "cgroup path too long");
+    r->ncg = i + 1;
+    if (util_mkdir_p(dir) != 0)
+      return local_err(err, cap, PM_ESYS, "cannot create cgroup %s: %s", dir, strerror(errno));
+    long quota_us = lround(r->cpu_fraction * LOCAL_PERIOD_US);
+    if (quota_us < 1000) quota_us = 1000; /* the kernel's floor */
+    unsigned long long mem_b = (unsigned long long)(r->memory_limit_mib * 1048576.0);
+    int bad = 0;
+    if (!strcmp(e->ctl[i], "cpu")) {
+      snprintf(f, sizeof f, "%s/cpu.cfs_period_us", dir);
+      snprintf(v, sizeof v, "%d", LOCAL_PERIOD_US);
+      bad = local_write_str(f, v);
+      if (!bad) {
+        snprintf(f, sizeof f, "%s/cpu.cfs_quota_us", dir);
+        snprintf(v, sizeof v, "%ld", quota_us);
+        bad = local_write_str(f, v);
+      }
+    } else if (!strcmp(e->ctl[i], "memory")) {
+      snprintf(f, sizeof f, "%s/memory.limit_in_bytes", dir);
+      snprintf(v, sizeof v, "%llu", mem_b);
+      bad = local_write_str(f, v);
+    } else if (!strcmp(e->ctl[i], "v2")) {
+      snprintf(f, sizeof f, "%s/cpu.max", dir);
+      snprintf(v, sizeof v, "%ld %d", quota_us, LOCAL_PERIOD_US);
+      bad = local_write_str(f, v);
+      if (!bad) {
+        snprintf(f, sizeof f, "%s/memory.max", dir);
+        snprintf(v, sizeof v, "%llu", mem_b);
+        bad = local_write_str(f, v);
+      }
+    }
+    if (bad)
+      return local_err(err, cap, PM_ESYS, "cannot write %s: %s", f, strerror(errno));
+  }
+  return 0;
+}
+
+/* Host cores already promised to nodes: every paramount cgroup on the
+ * host (all runs), plus this run's duty-cycled nodes. */
+static double local_cores_in_use(const local_impl *li) {
+  double sum = 0;
+  if (li->cg.mode != THR_DUTYCYCLE) {
+    DIR *runs = opendir(li->cg.base[0]);
+    struct dirent *rd;
+    while (runs && (rd = readdir(runs))) {
+      if (rd->d_name[0] == '.') continue;
+      char rp[PATH_MAX * 2];
+      snprintf(rp, sizeof rp, "%s/%s", li->cg.base[0], rd->d_name);
+      DIR *nodes = opendir(rp);
+      struct dirent *nd;
+      while (nodes && (nd = readdir(nodes))) {
+        if (nd->d_name[0] == '.') continue;
+        char f[PATH_MAX * 3], buf[128];
+        long quota = -1, period = LOCAL_PERIOD_US;
+        if (li->cg.mode == THR_CGROUP_V1) {
+          snprintf(f, sizeof f, "%s/%s/cpu.cfs_quota_us", rp, nd->d_name);
+          if (local_read_small(f, buf, sizeof buf) > 0) quota = atol(buf);
+          snprintf(f, sizeof f, "%s/%s/cpu.cfs_period_us", rp, nd->d_name);
+          if (local_read_small(f, buf, sizeof buf) > 0) period = atol(buf);
+        } else {
+          snprintf(f, sizeof f, "%s/%s/cpu.max", rp, nd->d_name);
+          if (local_read_small(f, buf, sizeof buf) > 0 && isdigit((unsigned char)buf[0]))
+            sscanf(buf, "%ld %ld", &quota, &period);
+        }
+        if (quota > 0 && period > 0) sum += (double)quota / (double)period;
+      }
+      if (nodes) closedir(nodes);
+    }
+    if (runs) closedir(runs);
+  }
+  char nd_path[PATH_MAX];
+  local_path(nd_path, sizeof nd_path, li->run_dir, NULL, NULL);
+  DIR *d = opendir(nd_path);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    local_rec r;
+    if (!local_id_valid(de->d_name) || local_rec_load(li->run_dir, de->d_name, &r)) continue;
+    if (r.throttle == THR_DUTYCYCLE && r.state != NODE_TERMINATED && r.state != NODE_FAILED)
+      sum += r.cpu_fraction;
+  }
+  if (d) closedir(d);
+  return sum;
+}
+
+/* ---- finding and signalling a node's processes ----------------------- */
+
+typedef struct {
+  long *pids;
+  size_t n, cap;
+} local_pidset;
+
+static void local_pidset_add(local_pidset *s, long pid) {
+  if (pid <= 0 || pid == (long)getpid()) return;
+  for (size_t i = 0; i < s->n; i++)
+    if (s->pids[i] == pid) return;
+  if (s->n == s->cap) return; /* bounded; the next pass finds the rest */
+  s->pids[s->n++] = pid;
+}
+
+/* Does /proc/pid/environ hold exactly PARAMOUNT_RUN_DIR=run and
+ * PARAMOUNT_NODE=id?  node-exec sets both, and every process a node runs
+ * inherits them, even one that escaped its process group (orted
+ * --daemonize calls setsid). */
+static int local_environ_matches(long pid, const char *want_run,
+                                 const char *want_node, char *buf, size_t cap) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + n, cap - 1 - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+    if (n == cap - 1) break;
+  }
+  close(fd);
+  buf[n] = '\0';
+  int run_ok = 0, node_ok = 0;
+  for (size_t i = 0; i < n;) {
+    const char *e = buf + i;
+    size_t len = strnlen(e, n - i);
+    if (!strcmp(e, want_run)) run_ok = 1;
+    if (!strcmp(e, want_node)) node_ok = 1;
+    i += len + 1;
+  }
+  return run_ok && node_ok;
+}
+
+/* Adds to s the pids of every process carrying the node's environment
+ * marker.  buf is scratch space (no allocation: the duty-cycle supervisor
+ * calls this after fork). */
+static void local_scan_environ(const char *run_dir, const char *id,
+                               local_pidset *s, char *buf, size_t cap) {
+  char want_run[PATH_MAX + 32], want_node[PROVIDER_ID_MAX + 32];
+  snprintf(want_run, sizeof want_run, "PARAMOUNT_RUN_DIR=%s", run_dir);
+  snprintf(want_node, sizeof want_node, "PARAMOUNT_NODE=%s", id);
+  DIR *d = opendir("/proc");
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (!isdigit((unsigned char)de->d_name[0])) continue;
+    long pid = atol(de->d_name);
+    if (pid == (long)getpid()) continue;
+    if (local_environ_matches(pid, want_run, want_node, buf, cap))
+      local_pidset_add(s, pid);
+  }
+  closedir(d);
+}
+
+static void local_scan_cgroups(const local_rec *r, local_pidset *s) {
+  for (int i = 0; i < r->ncg; i++) {
+    char f[PATH_MAX + 32];
+    snprintf(f, sizeof f, "%s/cgroup.procs", r->cg[i]);
+    FILE *fp = fopen(f, "re");
+    if (!fp) continue;
+    long pid;
+    while (fscanf(fp, "%ld", &pid) == 1) local_pidset_add(s, pid);
+    fclose(fp);
+  }
+}
+
+/* The duty-cycle supervisor's whole life: runs the node's processes for
+ * duty x period, stops them for the rest, until the node's record is gone
+ * or says terminated.  Runs in a forked child: no allocation but opendir. */
+static void local_supervise(const char *run_dir, const char *id, double duty) {
+  static char buf[LOCAL_ENVIRON_MAX];
+  static long pids[4096];
+  char rec_path[PATH_MAX];
+  local_path(rec_path, sizeof rec_path, run_dir, id, "node.json");
+  double on_s = duty * LOCAL_PERIOD_US / 1e6, off_s = LOCAL_PERIOD_US / 1e6 - on_s;
+  for (unsigned tick = 0;; tick++) {
+    local_pidset s = {pids, 0, sizeof pids / sizeof pids[0]};
+    if (tick % 10 == 0) {
+      char st[LOCAL_REC_MAX > 8192 ? 8192 : LOCAL_REC_MAX];
+      if (local_read_small(rec_path, st, sizeof st) < 0 || strstr(st, "\"terminated\"")) {
+        local_scan_environ(run_dir, id, &s, buf, sizeof buf);
+        for (size_t i = 0; i < s.n; i++) kill((pid_t)s.pids[i], SIGCONT);
+        _exit(0);
+      }
+    }
+    if (duty >= 1) {
+      local_sleep_s(LOCAL_PERIOD_US / 1e6);
+      continue;
+    }
+    local_scan_environ(run_dir, id, &s, buf, sizeof buf);
+    for (size_t i = 0; i < s.n; i++) kill((pid_t)s.pids[i], SIGCONT);
+    local_sleep_s(on_s);
+    s.n = 0;
+    local_scan_environ(run_dir, id, &s, buf, sizeof buf);
+    for (size_t i = 0; i < s.n; i++) kill((pid_t)s.pids[i], SIGSTOP);
+    local_sleep_s(off_s);
+  }
+}
+
+/* Starts the supervisor as a daemon (double fork, own session), so it
+ * outlives the process that started the node exactly as a cloud instance
+ * outlives the controller; *pid receives it. */
+static int local_supervisor_spawn(const char *run_dir, const local_rec *r, long *pid) {
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) != 0) return PM_ESYS;
+  double duty = r->cpu_fraction / (double)r->threads;
+  if (duty > 1) duty = 1;
+  fflush(NULL);
+  pid_t c = fork();
+  if (c < 0) {
+    close(pfd[0]);
+    close(pfd[1]);
+    return PM_ESYS;
+  }
+  if (c == 0) {
+    setsid();
+    pid_t g = fork();
+    if (g == 0) {
+      int devnull = open("/dev/null", O_RDWR);
+      if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+      }
+      for (int fd = 3; fd < 1024; fd++)
+        if (fd != pfd[1]) close(fd);
+      close(pfd[1]);
+      local_supervise(run_dir, r->id, duty);
+      _exit(0);
+    }
+    long gp = (long)g;
+    ssize_t w = write(pfd[1], &gp, sizeof gp);
+    _exit(g > 0 && w == (ssize_t)sizeof gp ? 0 : 1);
+  }
+  close(pfd[1]);
+  long gp = -1;
+  ssize_t n;
+  while ((n = read(pfd[0], &gp, sizeof gp)) < 0 && errno == EINTR) {
+  }
+  close(pfd[0]);
+  int st;
+  waitpid(c, &st, 0);
+  if (n != (ssize_t)sizeof gp || gp <= 0) return PM_ECHILD;
+  *pid = gp;
+  return 0;
+}
+
+/* Kills everything the node runs and removes its cgroups.  Safe to repeat;
+ * *killed and *removed count what this call did. */
+static int local_node_teardown(const char *run_dir, const local_rec *r,
+                               int *killed, int *removed, char *err, size_t cap) {
+  *killed = *removed = 0;
+  if (r->sup_pid > 0 && r->sup_start &&
+      local_proc_start(r->sup_pid) == r->sup_start) {
+    kill((pid_t)r->sup_pid, SIGKILL);
+    (*killed)++;
+    for (int i = 0; i < 500 && local_proc_start(r->sup_pid) == r->sup_start; i++)
+      local_sleep_s(0.01);
+  }
+  char *buf = malloc(LOCAL_ENVIRON_MAX);
+  long *pids = malloc(4096 * sizeof *pids);
+  if (!buf || !pids) {
+    free(buf);
+    free(pids);
+    return local_err(err, cap, PM_ENOMEM, "out of memory");
+  }
+  uint64_t t0 = clock_mono_ns();
+  int rc = 0;
+  long seen[64];
+  size_t nseen = 0;
+  for (;;) {
+    local_pidset s = {pids, 0, 4096};
+    local_scan_cgroups(r, &s);
+    local_scan_environ(run_dir, r->id, &s, buf, LOCAL_ENVIRON_MAX);
+    if (s.n == 0) break;
+    for (size_t i = 0; i < s.n; i++) {
+      /* SIGKILL ends stopped processes too: no SIGCONT needed. */
+      if (kill((pid_t)s.pids[i], SIGKILL) == 0) {
+        int dup = 0;
+        for (size_t k = 0; k < nseen; k++)
+          if (seen[k] == s.pids[i]) dup = 1;
+        if (!dup) {
+          if (nseen < 64) seen[nseen++] = s.pids[i];
+          (*killed)++;
+        }
+      }
+    }
+    if ((clock_mono_ns() - t0) / 1e9 > LOCAL_KILL_TIMEOUT_S) {
+      rc = local_err(err, cap, PM_ETIMEDOUT, "node %s: %zu processes survive SIGKILL",
+                     r->id, s.n);
+      break;
+    }
+    local_sleep_s(0.01);
+  }
+  free(buf);
+  free(pids);
+  for (int i = r->ncg - 1; i >= 0 && rc == 0; i--) {
+    /* A killed task leaves its cgroup a moment after it dies. */
+    int gone = 0;
+    for (int k = 0; k < 500; k++) {
+      if (rmdir(r->cg[i]) == 0) {
+        (*removed)++;
+        gone = 1;
+        break;
+      }
+      if (errno == ENOENT) {
+        gone = 1;
+        break;
+      }
+      if (errno != EBUSY) break;
+      local_sleep_s(0.01);
+    }
+    if (!gone)
+      rc = local_err(err, cap, PM_ESYS, "node %s: cannot remove cgroup %s: %s", r->id,
+                     r->cg[i], strerror(errno));
+    /* The run's level goes when its last node does; EBUSY just means
+     * other nodes remain. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", r->cg[i]);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = '\0';
+    rmdir(parent);
+  }
+  return rc;
+}
+
+/* ---- the ops --------------------------------------------------------- */
+
+static void local_rec_to_node(const local_rec *r, double now, provider_node *n) {
+  memset(n, 0, sizeof *n);
+  snprintf(n->id, sizeof n->id, "%s", r->id);
+  snprintf(n->type, sizeof n->type, "%s", r->type);
+  n->state = local_rec_observed(r, now);
+  n->requested_s = r->requested_s;
+  n->booted_s = r->booted_s > 0 ? r->booted_s
+                                : (n->state == NODE_BOOTED ? r->boot_until_s : 0);
+  n->staged_s = r->staged_s;
+  n->ready_s = r->ready_s;
+  n->terminated_s = r->terminated_s;
+  n->price_usd_per_hour = r->price_usd_per_hour;
+  n->billing_granularity_s = r->billing_granularity_s;
+  n->billing_minimum_s = r->billing_minimum_s;
+  n->cpu_fraction = r->cpu_fraction;
+  n->threads = r->threads;
+  n->stage_bytes = r->stage_bytes;
+  snprintf(n->throttle, sizeof n->throttle, "%s", local_throttle_names[r->throttle]);
+  n->cpu_used_s = -1;
+  for (int i = 0; i < r->ncg; i++) {
+    char f[PATH_MAX + 32], buf[64];
+    snprintf(f, sizeof f, "%s/cpuacct.usage", r->cg[i]);
+    if (local_read_small(f, buf, sizeof buf) > 0) n->cpu_used_s = atof(buf) / 1e9;
+    snprintf(f, sizeof f, "%s/cpu.stat", r->cg[i]);
+    char st[1024];
+    if (r->throttle == THR_CGROUP_V2 && local_read_small(f, st, sizeof st) > 0) {
+      char *u = strstr(st, "usage_usec ");
+      if (u) n->cpu_used_s = atof(u + 11) / 1e6;
+    }
+  }
+}
+
+typedef struct {
+  char ids[1024][PROVIDER_ID_MAX];
+  size_t n;
+  json_object *req[1024]; /* node_request record per id, owned */
+  int terminated[1024];
+} local_known;
+
+static int local_known_add(local_known *k, const char *id) {
+  for (size_t i = 0; i < k->n; i++)
+    if (!strcmp(k->ids[i], id)) return (int)i;
+  if (k->n == 1024) return -1;
+  snprintf(k->ids[k->n], PROVIDER_ID_MAX, "%s", id);
+  k->req[k->n] = NULL;
+  k->terminated[k->n] = 0;
+  return (int)k->n++;
+}
+
+static int local_known_journal_cb(json_object *rec, void *ud) {
+  local_known *k = ud;
+  const char *ev = local_js(rec, "ev"), *id = local_js(rec, "node");
+  if (!ev || !id || !local_id_valid(id)) return 0;
+  if (!strcmp(ev, "node_request")) {
+    int i = local_known_add(k, id);
+    if (i >= 0 && !k->req[i]) k->req[i] = json_object_get(rec);
+  } else if (!strcmp(ev, "node_terminated")) {
+    int i = local_known_add(k, id);
+    if (i >= 0) k->terminated[i] = 1;
+  }
+  return 0;
+}
+
+static int local_id_cmp(const void *a, const void *b) {
+  const char *x = a, *y = b;
+  size_t lx = strlen(x), ly = strlen(y);
+  if (lx != ly) return lx < ly ? -1 : 1; /* n2 before n10 */
+  return strcmp(x, y);
+}
+
+/* Every node of the run: the journal's node_requests (written before any
+ * node exists) and the node directories. */
+static int local_known_collect(const char *run_dir, local_known *k, char *err, size_t cap) {
+  k->n = 0;
+  long bad = 0;
+  const char *warn = NULL;
+  char jp[PATH_MAX];
+  snprintf(jp, sizeof jp, "%s/journal.jsonl", run_dir);
+  if (access(jp, F_OK) == 0) {
+    int rc = journal_read(run_dir, local_known_journal_cb, k, &bad, &warn);
+    if (rc) {
+      for (size_t i = 0; i < k->n; i++) json_object_put(k->req[i]);
+      return local_err(err, cap, rc, "%s: line %ld: malformed journal record", jp, bad);
+    }
+  }
+  char nd[PATH_MAX];
+  local_path(nd, sizeof nd, run_dir, NULL, NULL);
+  DIR *d = opendir(nd);
+  struct dirent *de;
+  while (d && (de = readdir(d)))
+    if (local_id_valid(de->d_name)) local_known_add(k, de->d_name);
+  if (d) closedir(d);
+  /* Sort ids, keeping the parallel arrays aligned. */
+  for (size_t i = 1; i < k->n; i++)
+    for (size_t j = i; j > 0 && local_id_cmp(k->ids[j - 1], k->ids[j]) > 0; j--) {
+      char t[PROVIDER_ID_MAX];
+      memcpy(t, k->ids[j], sizeof t);
+      memcpy(k->ids[j], k->ids[j - 1], sizeof t);
+      memcpy(k->ids[j - 1], t, sizeof t);
+      json_object *o = k->req[j];
+      k->req[j] = k->req[j - 1];
+      k->req[j - 1] = o;
+      int x = k->terminated[j];
+      k->terminated[j] = k->terminated[j - 1];
+      k->terminated[j - 1] = x;
+    }
+  return 0;
+}
+
+static void local_known_free(local_known *k) {
+  for (size_t i = 0; i < k->n; i++) json_object_put(k->req[i]);
+  k->n = 0;
+}
+
+/* The record of a known node: node.json, else rebuilt from its journal
+ * node_request (a crash between the journal and the record). */
+static int local_known_rec(const char *run_dir, const local_known *k, size_t i,
+                           local_rec *r) {
+  int rc = local_rec_load(run_dir, k->ids[i], r);
+  if (rc == 0) return 0;
+  if (!k->req[i]) return rc;
+  rc = local_rec_from_json(k->req[i], r);
+  if (rc) return rc;
+  r->requested_s = local_jd(k->req[i], "t");
+  r->state = k->terminated[i] ? NODE_TERMINATED : NODE_FAILED;
+  return 0;
+}
+
+int provider_local_list(const char *run_dir, provider_node **out, size_t *n,
+                        char *err, size_t cap) {
+  *out = NULL;
+  *n = 0;
+  local_known *k = malloc(sizeof *k);
+  local_rec *r = malloc(sizeof *r);
+  if (!k || !r) {
+    free(k);
+    free(r);
+    return local_err(err, cap, PM_ENOMEM, "out of memory");
+  }
+  int rc = local_known_collect(run_dir, k, err, cap);
+  if (rc) goto done;
+  provider_node *nodes = calloc(k->n ? k->n : 1, sizeof *nodes);
+  if (!nodes) {
+    rc = local_err(err, cap, PM_ENOMEM, "out of memory");
+    goto done_known;
+  }
+  double now = clock_real_s();
+  size_t m = 0;
+  for (size_t i = 0; i < k->n; i++)
+    if (local_known_rec(run_dir, k, i, r) == 0) local_rec_to_node(r, now, &nodes[m++]);
+  *out = nodes;
+  *n = m;
+done_known:
+  local_known_free(k);
+done:
+  free(k);
+  free(r);
+  return rc;
+}
+
+/* Terminates one node under the run lock; what[] describes it. */
+static int local_terminate(const char *run_dir, journal *j, const local_known *k,
+                           size_t i, char *what, size_t wcap, char *err, size_t cap) {
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return local_err(err, cap, PM_ENOMEM, "out of memory");
+  int fd = local_lock(run_dir);
+  int rc = local_known_rec(run_dir, k, i, r);
+  if (rc) {
+    snprintf(what, wcap, "no usable record (%s); nothing to remove", pm_strerror(rc));
+    rc = 0;
+    goto done;
+  }
+  int killed = 0, removed = 0;
+  rc = local_node_teardown(run_dir, r, &killed, &removed, err, cap);
+  if (rc) goto done;
+  int was_terminated = r->state == NODE_TERMINATED;
+  if (!was_terminated) {
+    r->terminated_s = clock_real_s();
+    r->state = NODE_TERMINATED;
+    char rp[PATH_MAX];
+    local_path(rp, sizeof rp, run_dir, r->id, NULL);
+    if (access(rp, F_OK) == 0) local_rec_save(run_dir, r);
+  }
+  if (!was_terminated || !k->terminated[i]) {
+    json_object *x = json_object_new_object();
+    json_object_object_add(x, "processes_killed", json_object_new_int(killed));
+    json_object_object_add(x, "cgroups_removed", json_object_new_int(removed));
+    local_journal_node(j, "node_terminated", r, r->terminated_s, x, 1);
+  }
+  if (was_terminated && !killed && !removed)
+    snprintf(what, wcap, "already terminated");
+  else
+    snprintf(what, wcap, "terminated (%d process%s killed, %d cgroup%s removed)", killed,
+             killed == 1 ? "" : "es", removed, removed == 1 ? "" : "s");
+done:
+  local_unlock(fd);
+  free(r);
+  return rc;
+}
+
+int provider_local_down(const char *run_dir, provider_down_cb report, void *ud,
+                        char *err, size_t cap) {
+  local_known *k = malloc(sizeof *k);
+  if (!k) return local_err(err, cap, PM_ENOMEM, "out of memory");
+  int rc = local_known_collect(run_dir, k, err, cap);
+  if (rc) {
+    free(k);
+    return rc;
+  }
+  journal *j = NULL;
+  if (k->n && (rc = journal_open(run_dir, &j)) != 0) {
+    local_known_free(k);
+    free(k);
+    return local_err(err, cap, rc, "%s: cannot open the journal", run_dir);
+  }
+  int first_rc = 0;
+  for (size_t i = 0; i < k->n; i++) {
+    char what[256], e2[512];
+    int r2 = local_terminate(run_dir, j, k, i, what, sizeof what, e2, sizeof e2);
+    if (r2) {
+      local_fmt(what, sizeof what, "FAILED: %s", e2);
+      if (!first_rc) {
+        first_rc = r2;
+        snprintf(err, cap, "%s", e2);
+      }
+    }
+    if (report) report(k->ids[i], what, ud);
+  }
+  journal_close(j);
+  local_known_free(k);
+  free(k);
+  return first_rc;
+}
+
+static int local_op_stop(provider *p, const char *id, int *did) {
+  local_impl *li = p->impl;
+  if (did) *did = 0;
+  local_known *k = malloc(sizeof *k);
+  if (!k) return PM_ENOMEM;
+  int rc = local_known_collect(li->run_dir, k, p->err, sizeof p->err);
+  if (rc) goto done;
+  size_t i;
+  for (i = 0; i < k->n && strcmp(k->ids[i], id); i++) {
+  }
+  if (i == k->n) {
+    rc = local_err(p->err, sizeof p->err, PM_ENOENT, "no node '%s' in %s", id, li->run_dir);
+    goto done_known;
+  }
+  char what[256];
+  rc = local_terminate(li->run_dir, li->j, k, i, what, sizeof what, p->err, sizeof p->err);
+  if (!rc && did) *did = strcmp(what, "already terminated") != 0;
+done_known:
+  local_known_free(k);
+done:
+  free(k);
+  return rc;
+}
+
+static int local_op_list(provider *p, provider_node **out, size_t *n) {
+  local_impl *li = p->impl;
+  return provider_local_list(li->run_dir, out, n, p->err, sizeof p->err);
+}
+
+/* Loads a node, writing down a boot the clock says is over. */
+static int local_refresh(local_impl *li, const char *id, local_rec *r, char *err,
+                         size_t cap) {
+  if (!local_id_valid(id))
+    return local_err(err, cap, PM_EINVAL, "'%s' is not a node id", id);
+  int rc = local_rec_load(li->run_dir, id, r);
+  if (rc)
+    return local_err(err, cap, rc, "no node '%s' in %s", id, li->run_dir);
+  double now = clock_real_s();
+  if (local_rec_observed(r, now) != NODE_BOOTED || r->state == NODE_BOOTED) return 0;
+  int fd = local_lock(li->run_dir);
+  rc = local_rec_load(li->run_dir, id, r);
+  if (!rc && r->state == NODE_BOOTING && now >= r->boot_until_s) {
+    r->state = NODE_BOOTED;
+    r->booted_s = r->boot_until_s;
+    rc = local_rec_save(li->run_dir, r);
+    if (!rc) local_journal_node(li->j, "node_booted", r, r->booted_s, NULL, 0);
+  }
+  local_unlock(fd);
+  return rc;
+}
+
+static int local_op_alive(provider *p, const char *id, provider_node *out) {
+  local_impl *li = p->impl;
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return PM_ENOMEM;
+  int rc = local_refresh(li, id, r, p->err, sizeof p->err);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  if (out) local_rec_to_node(r, clock_real_s(), out);
+  int alive = r->state == NODE_BOOTED || r->state == NODE_READY;
+  for (int i = 0; alive && i < r->ncg; i++)
+    if (access(r->cg[i], F_OK) != 0) alive = 0; /* removed behind our back */
+  if (alive && r->throttle == THR_DUTYCYCLE && r->sup_pid > 0 &&
+      local_proc_start(r->sup_pid) != r->sup_start)
+    alive = 0;
+  free(r);
+  return alive;
+}
+
+static int local_op_wait_booted(provider *p, const char *id, double timeout_s) {
+  local_impl *li = p->impl;
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return PM_ENOMEM;
+  double deadline = clock_real_s() + timeout_s;
+  int rc;
+  for (;;) {
+    rc = local_refresh(li, id, r, p->err, sizeof p->err);
+    if (rc) break;
+    if (r->state == NODE_BOOTED || r->state == NODE_READY) break;
+    if (r->state != NODE_BOOTING) {
+      rc = local_err(p->err, sizeof p->err, PM_ESTATE, "node %s is %s", id,
+                     provider_state_name(r->state));
+      break;
+    }
+    double now = clock_real_s();
+    if (now >= deadline) {
+      rc = local_err(p->err, sizeof p->err, PM_ETIMEDOUT,
+                     "node %s still booting after %.1f s", id, timeout_s);
+      break;
+    }
+    double wait = r->boot_until_s - now;
+    if (wait > deadline - now) wait = deadline - now;
+    local_sleep_s(wait < 0.001 ? 0.001 : wait);
+  }
+  free(r);
+  return rc;
+}
+
+/* Copies one file or directory tree into dst_dir; adds the bytes moved. */
+static int local_copy(const char *src, const char *dst, double *bytes, char *err,
+                      size_t cap) {
+  struct stat st;
+  if (stat(src, &st) != 0)
+    return local_err(err, cap, PM_ENOENT, "cannot stage '%s': %s", src, strerror(errno));
+  if (S_ISDIR(st.st_mode)) {
+    if (mkdir(dst, 0755) != 0 && errno != EEXIST)
+      return local_err(err, cap, PM_ESYS, "cannot create %s: %s", dst, strerror(errno));
+    DIR *d = opendir(src);
+    if (!d) return local_err(err, cap, PM_ESYS, "cannot read %s: %s", src, strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    while (!rc && (de = readdir(d))) {
+      if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+      char s2[PATH_MAX], d2[PATH_MAX];
+      if (snprintf(s2, sizeof s2, "%s/%s", src, de->d_name) >= (int)sizeof s2 ||
+          snprintf(d2, sizeof d2, "%s/%s", dst, de->d_name) >= (int)sizeof d2) {
+        rc = local_err(err, cap, PM_EINVAL, "path too long under %s", src);
+        break;
+      }
+      rc = local_copy(s2, d2, bytes, err, cap);
+    }
+    closedir(d);
+    return rc;
+  }
+  if (!S_ISREG(st.st_mode))
+    return local_err(err, cap, PM_EINVAL, "cannot stage '%s': not a file or directory", src);
+  int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return local_err(err, cap, PM_ESYS, "cannot open %s: %s", src, strerror(errno));
+  int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
+  if (out < 0) {
+    close(in);
+    return local_err(err, cap, PM_ESYS, "cannot create %s: %s", dst, strerror(errno));
+  }
+  static char buf[1 << 20];
+  int rc = 0;
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = local_err(err, cap, PM_EIO, "reading %s: %s", src, strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        rc = local_err(err, cap, PM_EIO, "writing %s: %s", dst, strerror(errno));
+        break;
+      }
+      off += w;
+    }
+    if (rc) break;
+    *bytes += (double)n;
+  }
+  /* A staged file must be on the node's "disk", not in our page cache. */
+  if (!rc && fsync(out) != 0)
+    rc = local_err(err, cap, PM_EIO, "fsync %s: %s", dst, strerror(errno));
+  close(in);
+  if (close(out) != 0 && !rc) rc = local_err(err, cap, PM_EIO, "closing %s", dst);
+  return rc;
+}
+
+static int local_op_stage(provider *p, const char *id, const char *const *paths,
+                          size_t n) {
+  local_impl *li = p->impl;
+  int rc = local_op_wait_booted(p, id, 3600);
+  if (rc) return rc;
+  char work[PATH_MAX];
+  if (local_path(work, sizeof work, li->run_dir, id, "work")) return PM_EINVAL;
+  double t0 = clock_real_s(), bytes = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const char *base = strrchr(paths[i], '/');
+    base = base && base[1] ? base + 1 : paths[i];
+    char dst[PATH_MAX];
+    if (snprintf(dst, sizeof dst, "%s/%s", work, base) >= (int)sizeof dst)
+      return local_err(p->err, sizeof p->err, PM_EINVAL, "path too long: %s", paths[i]);
+    rc = local_copy(paths[i], dst, &bytes, p->err, sizeof p->err);
+  }
+  if (rc) return rc;
+  double t1 = clock_real_s();
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return PM_ENOMEM;
+  int fd = local_lock(li->run_dir);
+  rc = local_rec_load(li->run_dir, id, r);
+  if (!rc && r->state != NODE_BOOTED && r->state != NODE_READY)
+    rc = local_err(p->err, sizeof p->err, PM_ESTATE, "node %s was %s while staging", id,
+                   provider_state_name(r->state));
+  if (!rc) {
+    r->staged_s = t1;
+    r->ready_s = t1;
+    r->stage_bytes = bytes;
+    r->state = NODE_READY;
+    rc = local_rec_save(li->run_dir, r);
+    json_object *x = json_object_new_object();
+    json_object_object_add(x, "bytes", json_object_new_double(bytes));
+    json_object_object_add(x, "files", json_object_new_int((int)n));
+    json_object_object_add(x, "stage_s", json_object_new_double(t1 - t0));
+    local_journal_node(li->j, "node_staged", r, t1, x, 0);
+    local_journal_node(li->j, "node_ready", r, t1, NULL, 0);
+  }
+  local_unlock(fd);
+  free(r);
+  return rc;
+}
+
+static int local_op_exec_argv(provider *p, const char *id, char *const *cmd,
+                              char ***out) {
+  local_impl *li = p->impl;
+  *out = NULL;
+  if (!local_id_valid(id))
+    return local_err(p->err, sizeof p->err, PM_EINVAL, "'%s' is not a node id", id);
+  size_t nc = 0;
+  while (cmd && cmd[nc]) nc++;
+  if (!nc) return local_err(p->err, sizeof p->err, PM_EINVAL, "empty command");
+  char **argv = calloc(nc + 7, sizeof *argv);
+  if (!argv) return PM_ENOMEM;
+  const char *head[] = {li->bin, "node-exec", "--run", li->run_dir, id, "--"};
+  size_t k = 0;
+  for (size_t i = 0; i < 6; i++) argv[k++] = strdup(head[i]);
+  for (size_t i = 0; i < nc; i++) argv[k++] = strdup(cmd[i]);
+  for (size_t i = 0; i < k; i++)
+    if (!argv[i]) {
+      provider_argv_free(argv);
+      return PM_ENOMEM;
+    }
+  *out = argv;
+  return 0;
+}
+
+static int local_op_mpi_agent(provider *p, char *buf, size_t cap) {
+  local_impl *li = p->impl;
+  /* Open MPI splits plm_rsh_agent on whitespace. */
+  if (strpbrk(li->bin, " \t\n") || strpbrk(li->run_dir, " \t\n"))
+    return local_err(p->err, sizeof p->err, PM_EINVAL,
+                     "Open MPI splits its rsh agent on spaces: '%s' or '%s' holds one",
+                     li->bin, li->run_dir);
+  if (snprintf(buf, cap, "%s node-exec --run %s", li->bin, li->run_dir) >= (int)cap)
+    return local_err(p->err, sizeof p->err, PM_EINVAL, "agent command too long");
+  return 0;
+}
+
+/* Allocates the next free id by creating its directory: mkdir is atomic,
+ * so two starters in one run never share an id. */
+static int local_id_alloc(const char *run_dir, char *id, size_t cap) {
+  for (unsigned k = 1; k < 100000; k++) {
+    char p[PATH_MAX];
+    snprintf(id, cap, "n%u", k);
+    if (local_path(p, sizeof p, run_dir, id, NULL)) return PM_EINVAL;
+    if (mkdir(p, 0755) == 0) return 0;
+    if (errno != EEXIST) return PM_ESYS;
+  }
+  return PM_ENOSPC;
+}
+
+static int local_start_one(local_impl *li, const catalog_type *t, local_rec *r,
+                           char *err, size_t cap) {
+  memset(r, 0, sizeof *r);
+  int rc = local_id_alloc(li->run_dir, r->id, sizeof r->id);
+  if (rc) return local_err(err, cap, rc, "cannot allocate a node directory in %s/nodes: %s",
+                           li->run_dir, strerror(errno));
+  snprintf(r->type, sizeof r->type, "%s", t->name);
+  r->state = NODE_REQUESTED;
+  r->requested_s = clock_real_s();
+  r->boot_until_s = r->requested_s + t->boot_delay_s;
+  r->price_usd_per_hour = t->price_usd_per_hour;
+  r->billing_granularity_s = t->billing_granularity_s;
+  r->billing_minimum_s = t->billing_minimum_s;
+  r->cpu_fraction = t->cpu_fraction;
+  r->memory_limit_mib = t->memory_limit_mib;
+  r->vcpus = t->vcpus;
+  r->threads = local_threads_for(t->cpu_fraction);
+  r->throttle = li->cg.mode;
+  /* Plan the cgroup paths now so the journal names them before they
+   * exist: whoever cleans up after a crash needs nothing else. */
+  for (int i = 0; i < li->cg.nh; i++)
+    snprintf(r->cg[i], PATH_MAX, "%s/%s/%s", li->cg.base[i], li->run_key, r->id);
+  r->ncg = li->cg.nh;
+  json_object *req = local_rec_to_json(r);
+  rc = local_journal_node(li->j, "node_request", r, r->requested_s, req, 1);
+  if (rc) return local_err(err, cap, rc, "cannot journal node %s", r->id);
+  char work[PATH_MAX];
+  local_path(work, sizeof work, li->run_dir, r->id, "work");
+  if (mkdir(work, 0755) != 0 && errno != EEXIST)
+    return local_err(err, cap, PM_ESYS, "cannot create %s: %s", work, strerror(errno));
+  r->ncg = 0;
+  rc = local_rec_save(li->run_dir, r);
+  if (!rc) rc = local_cg_create(&li->cg, li->run_key, r, err, cap);
+  else local_err(err, cap, rc, "cannot write the record of node %s", r->id);
+  if (!rc && r->throttle == THR_DUTYCYCLE) {
+    r->state = NODE_BOOTING; /* the supervisor exits on a missing or dead record */
+    rc = local_rec_save(li->run_dir, r);
+    if (!rc) rc = local_supervisor_spawn(li->run_dir, r, &r->sup_pid);
+    if (!rc) r->sup_start = local_proc_start(r->sup_pid);
+    if (rc) local_err(err, cap, rc, "cannot start the duty-cycle supervisor of %s", r->id);
+  }
+  if (rc) {
+    r->state = NODE_FAILED;
+    local_rec_save(li->run_dir, r);
+    return rc;
+  }
+  r->state = NODE_BOOTING;
+  rc = local_rec_save(li->run_dir, r);
+  if (rc) local_err(err, cap, rc, "cannot write the record of node %s", r->id);
+  return rc;
+}
+
+static int local_op_start(provider *p, const char *type, unsigned count,
+                          provider_node *out) {
+  local_impl *li = p->impl;
+  const catalog_type *t = catalog_find(li->cat, type);
+  if (!t)
+    return local_err(p->err, sizeof p->err, PM_ENOENT, "type '%s' is not in catalog %s",
+                     type, li->cat->path);
+  if (count == 0) return 0;
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return PM_ENOMEM;
+  int fd = local_lock(li->run_dir);
+  if (fd < 0) {
+    free(r);
+    return local_err(p->err, sizeof p->err, PM_ESYS, "cannot lock %s/nodes: %s",
+                     li->run_dir, strerror(errno));
+  }
+  double used = local_cores_in_use(li), want = t->cpu_fraction * count;
+  unsigned cores = local_host_cores();
+  int rc = 0;
+  if (used + want > cores + 1e-9) {
+    if (!li->force) {
+      rc = local_err(p->err, sizeof p->err, PM_ENOSPC,
+                     "refusing to start %u x %s (%.2f cores each): nodes already hold "
+                     "%.2f of the host's %u cores, and %.2f > %u would make the emulated "
+                     "speeds wrong (set force: true or --force to oversubscribe)",
+                     count, type, t->cpu_fraction, used, cores, used + want, cores);
+      goto done;
+    }
+    log_warn("warning: %u x %s oversubscribes the host: %.2f of %u cores; emulated "
+             "speeds will be slower than the catalog says",
+             count, type, used + want, cores);
+  }
+  char ids[256][PROVIDER_ID_MAX];
+  unsigned made = 0;
+  for (unsigned i = 0; i < count; i++) {
+    rc = local_start_one(li, t, r, p->err, sizeof p->err);
+    if (made < 256) snprintf(ids[made], PROVIDER_ID_MAX, "%s", r->id);
+    made++;
+    if (rc) break;
+    if (out) local_rec_to_node(r, clock_real_s(), &out[i]);
+  }
+  local_unlock(fd);
+  fd = -1;
+  if (rc) {
+    /* All or nothing: remove what this call created. */
+    char saved[sizeof p->err];
+    memcpy(saved, p->err, sizeof saved);
+    for (unsigned i = 0; i < made && i < 256; i++) local_op_stop(p, ids[i], NULL);
+    memcpy(p->err, saved, sizeof saved);
+  }
+done:
+  local_unlock(fd);
+  free(r);
+  return rc;
+}
+
+static void local_op_close(provider *p) {
+  local_impl *li = p->impl;
+  journal_close(li->j);
+  free(li);
+  free(p);
+}
+
+static const provider_ops local_ops = {
+    .name = "local",
+    .start = local_op_start,
+    .stop = local_op_stop,
+    .list = local_op_list,
+    .alive = local_op_alive,
+    .wait_booted = local_op_wait_booted,
+    .stage = local_op_stage,
+    .exec_argv = local_op_exec_argv,
+    .mpi_agent = local_op_mpi_agent,
+    .close = local_op_close,
+};
+
+int provider_local_open(const provider_opts *o, provider **out, char *err, size_t cap) {
+  *out = NULL;
+  if (!o || !o->run_dir || !o->cat)
+    return local_err(err, cap, PM_EINVAL, "local provider needs a run directory and a catalog");
+  provider *p = calloc(1, sizeof *p);
+  local_impl *li = calloc(1, sizeof *li);
+  int rc = PM_ENOMEM;
+  if (!p || !li) goto fail;
+  /* One spelling of the run directory: it is matched byte for byte in
+   * the environment of the node's processes. */
+  if (!realpath(o->run_dir, li->run_dir)) {
+    rc = local_err(err, cap, PM_ENOENT, "run directory %s: %s", o->run_dir, strerror(errno));
+    goto fail;
+  }
+  local_run_key(li->run_dir, li->run_key, sizeof li->run_key);
+  li->cat = o->cat;
+  li->force = o->force;
+  if (o->paramount_bin) snprintf(li->bin, sizeof li->bin, "%s", o->paramount_bin);
+  else {
+    char dir[PATH_MAX];
+    if (util_self_dir(dir, sizeof dir) != 0) snprintf(dir, sizeof dir, ".");
+    local_fmt(li->bin, sizeof li->bin, "%s/paramount", dir);
+  }
+  rc = local_cg_env_init(&li->cg, err, cap);
+  if (rc) goto fail;
+  if (li->cg.mode == THR_DUTYCYCLE) {
+    static int said; /* once per process, as promised */
+    if (!said++)
+      log_warn("warning: cgroups unavailable (%s); throttling by SIGSTOP/SIGCONT duty "
+               "cycle, memory limits not enforced", li->cg.why);
+  }
+  rc = journal_open(li->run_dir, &li->j);
+  if (rc) {
+    local_err(err, cap, rc, "%s: cannot open the journal", li->run_dir);
+    goto fail;
+  }
+  p->ops = &local_ops;
+  p->impl = li;
+  *out = p;
+  return 0;
+fail:
+  free(li);
+  free(p);
+  if (rc == PM_ENOMEM) local_err(err, cap, rc, "out of memory");
+  return rc;
+}
+
+/* ---- node-exec ------------------------------------------------------- */
+
+int provider_local_exec(const char *run_dir, const char *id, char *const *cmd,
+                        char *err, size_t cap) {
+  if (!local_id_valid(id))
+    return local_err(err, cap, PM_EINVAL, "'%s' is not a node id", id);
+  if (!cmd || !cmd[0]) return local_err(err, cap, PM_EINVAL, "no command to run");
+  local_rec *r = malloc(sizeof *r);
+  if (!r) return local_err(err, cap, PM_ENOMEM, "out of memory");
+  int rc = local_rec_load(run_dir, id, r);
+  if (rc) {
+    local_err(err, cap, rc == PM_ENOENT ? PM_ENOENT : rc, "no node '%s' in %s%s", id,
+              run_dir, rc == PM_ENOENT ? "" : " (unreadable record)");
+    goto fail;
+  }
+  double now = clock_real_s();
+  provider_node_state st = local_rec_observed(r, now);
+  if (st == NODE_BOOTING) {
+    rc = local_err(err, cap, PM_ESTATE, "node %s is still booting (%.1f s left)", id,
+                   r->boot_until_s - now);
+    goto fail;
+  }
+  if (st != NODE_BOOTED && st != NODE_READY) {
+    rc = local_err(err, cap, PM_ESTATE, "node %s is %s", id, provider_state_name(st));
+    goto fail;
+  }
+  char pid[32];
+  snprintf(pid, sizeof pid, "%ld", (long)getpid());
+  for (int i = 0; i < r->ncg; i++) {
+    char f[PATH_MAX + 32];
+    snprintf(f, sizeof f, "%s/cgroup.procs", r->cg[i]);
+    if (local_write_str(f, pid) != 0) {
+      rc = local_err(err, cap, PM_ESYS, "cannot enter node %s's cgroup %s: %s", id, r->cg[i],
+                     strerror(errno));
+      goto fail;
+    }
+  }
+  char work[PATH_MAX], num[32];
+  local_path(work, sizeof work, run_dir, id, "work");
+  if (chdir(work) != 0) {
+    rc = local_err(err, cap, PM_ESYS, "cannot enter %s: %s", work, strerror(errno));
+    goto fail;
+  }
+  setenv("PARAMOUNT_RUN_DIR", run_dir, 1);
+  setenv("PARAMOUNT_NODE", id, 1);
+  setenv("PARAMOUNT_NODE_TYPE", r->type, 1);
+  snprintf(num, sizeof num, "%.3f", r->cpu_fraction);
+  setenv("PARAMOUNT_NODE_CPU_FRACTION", num, 1);
+  snprintf(num, sizeof num, "%u", r->threads);
+  /* OpenMP (and oneDNN built on it), MKL and OpenBLAS pools. */
+  setenv("PARAMOUNT_NODE_THREADS", num, 1);
+  setenv("OMP_NUM_THREADS", num, 1);
+  setenv("MKL_NUM_THREADS", num, 1);
+  setenv("OPENBLAS_NUM_THREADS", num, 1);
+  free(r);
+  execvp(cmd[0], cmd);
+  return local_err(err, cap, PM_ESYS, "cannot run '%s' on node %s: %s", cmd[0], id,
+                   strerror(errno));
+fail:
+  free(r);
+  return rc;
+}
