@@ -93,6 +93,7 @@ static char *capture_end(capture *c) {
 /* ---- the test controller --------------------------------------------- */
 
 #define SRV_MAX 4096
+static wire_msg srv_msgs[SRV_MAX]; /* one server per case (process) */
 typedef struct {
   int lfd;
   uint16_t port;
@@ -173,7 +174,7 @@ static void *srv_main(void *arg) {
 
 static void srv_start(srv *s) {
   s->lfd = listen_any(&s->port);
-  s->msgs = calloc(SRV_MAX, sizeof *s->msgs);
+  s->msgs = srv_msgs;
   pthread_mutex_init(&s->mu, NULL);
   ASSERT_EQ_INT(pthread_create(&s->th, NULL, srv_main, s), 0);
   set_endpoint(s->port);
