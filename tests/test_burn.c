@@ -108,6 +108,14 @@ static pid_t spawn(char *const argv[], const char *cwd, const char *out_path) {
     dup2(in, 0);
     dup2(out, 1);
     dup2(out, 2);
+    /* Open MPI's plugins leak at exit from code that is unloaded by then,
+     * which no suppression can name; under ASan, leak checking of the
+     * jobs is off (everything else stays on). */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", asan ? asan : "",
+             asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
     execvp(argv[0], argv);
     _exit(127);
   }
