@@ -639,6 +639,14 @@ TEST(pihpc_c_program_relinks_unchanged) {
 #endif
 }
 
+TEST(pihpc_c_program_links_the_static_library) {
+#ifdef PM_PIHPC_C_STATIC
+  run_pihpc_program(PM_PIHPC_C_STATIC, 5);
+#else
+  TEST_FAIL_("pihpc_c_static was not built");
+#endif
+}
+
 TEST(pihpc_fortran_program_relinks_unchanged) {
 #ifdef PM_PIHPC_FORTRAN
   run_pihpc_program(PM_PIHPC_FORTRAN, 4);
