@@ -575,7 +575,10 @@ static void send_frame(int fd, const wire_msg *m) {
   ASSERT_EQ_INT(send(fd, buf, len, MSG_NOSIGNAL), (long long)len);
 }
 
-TEST(controller_stop_agrees_on_one_iteration_and_one_checkpoint) {
+/* Runs a 3-rank job against a fake controller that sends STOP to each rank
+ * at a different moment: "as soon as you agree" (target == 0) or "after
+ * iteration N" with N well ahead of every rank (target != 0). */
+static void controller_stop_case(int with_target) {
   clean_env();
   char dir[64], ck[128];
   make_tmpdir(dir);
@@ -609,7 +612,7 @@ TEST(controller_stop_agrees_on_one_iteration_and_one_checkpoint) {
   enum { MAXC = 8 };
   fake_conn conns[MAXC];
   int nconn = 0, stop_sent = 0, nckpt = 0, exited = 0, status = -1;
-  uint64_t ckpt_iter = 0;
+  uint64_t ckpt_iter = 0, target = 0;
   char ckpt_path_seen[WIRE_PATH_MAX + 1] = "";
   double until = now_s() + 90;
   while (now_s() < until) {
@@ -667,10 +670,15 @@ TEST(controller_stop_agrees_on_one_iteration_and_one_checkpoint) {
     for (int i = 0; i < nconn; i++)
       if (conns[i].has_iter && conns[i].last_iter >= 20) running++;
     if (!stop_sent && running == 3) {
+      uint64_t ahead = 0;
+      for (int i = 0; i < nconn; i++)
+        if (conns[i].last_iter > ahead) ahead = conns[i].last_iter;
+      /* 200 iterations of >= 5 ms: far beyond the 40 ms of staggering. */
+      target = with_target ? ahead + 200 : UINT64_MAX;
       for (int i = 0; i < nconn; i++) {
         if (conns[i].fd < 0) continue;
         wire_msg s = {.type = WIRE_STOP};
-        s.u.stop.stop_iter = UINT64_MAX;
+        s.u.stop.stop_iter = target;
         send_frame(conns[i].fd, &s);
         usleep(20000); /* ranks hear it in different iterations */
       }
@@ -701,6 +709,7 @@ TEST(controller_stop_agrees_on_one_iteration_and_one_checkpoint) {
   if (!f.found) TEST_FAIL_("no final line:\n%s", out);
   ASSERT_STREQ(f.kind, "stopped");
   ASSERT(f.iterations < 3334); /* the stop ended it, not the plan */
+  if (with_target) ASSERT_EQ_U64(f.iterations - 1, target);
   ASSERT_EQ_INT(nconn, 3);
   /* Every rank ran up to the same iteration, and not one further. */
   for (int i = 0; i < nconn; i++) ASSERT_EQ_U64(conns[i].last_iter, f.iterations - 1);
@@ -730,6 +739,14 @@ TEST(controller_stop_agrees_on_one_iteration_and_one_checkpoint) {
   ASSERT_EQ_U64(z.samples, whole.samples);
   ASSERT_EQ_U64(z.checksum, whole.checksum);
   remove_tree(dir);
+}
+
+TEST(controller_stop_asap_agrees_on_one_iteration_and_one_checkpoint) {
+  controller_stop_case(0);
+}
+
+TEST(controller_stop_after_iteration_n_stops_exactly_there) {
+  controller_stop_case(1);
 }
 
 TEST_MAIN()

@@ -157,9 +157,8 @@ int main(int argc, char **argv) {
   double t_start = burn_now_s();
   int prc = pm_init();
   if (prc < 0)
-    fprintf(stderr, BURN_PROG ": pm_init failed (error %d); no events will "
-                    "be reported\n",
-            prc);
+    fprintf(stderr, BURN_PROG ": pm_init: %s; no events will be reported\n",
+            pm_strerror(prc));
   MPI_Init(&argc, &argv);
   int rank = 0, nranks = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
