@@ -52,7 +52,7 @@ static int latest_launch(const policy_input_t *in) {
   return l;
 }
 
-/* Has the current node set itself been measured to a steady state since
+/* Has the current node set itself been measured past its warm-up since
  * it began?  Before that nothing justifies leaving it (anti-flap). */
 static int current_set_steady(const policy_input_t *in,
                               const policy_estimates_t *e, int p0) {
@@ -60,7 +60,7 @@ static int current_set_steady(const policy_input_t *in,
   for (size_t i = 0; i < in->n_nodes; i++) {
     const policy_estimate_t *x =
         policy_est_find(e, in->nodes[i].type, in->phases[p0].name);
-    if (!x || !x->steady || x->launch != l) return 0;
+    if (!x || !x->settled || x->launch != l) return 0;
   }
   return 1;
 }
@@ -129,7 +129,7 @@ static void decide_paramount(const policy_input_t *in, const policy_cfg_t *cfg,
     if (in->now_s - in->last_change_s < cfg->min_dwell_s ||
         !current_set_steady(in, &d->estimates, p0)) {
       d->action = POLICY_WAIT;
-      d->reason = "probe deferred: current cluster not yet steady";
+      d->reason = "probe deferred: current cluster not yet settled";
       return;
     }
     d->action = POLICY_PROBE;
@@ -168,12 +168,12 @@ static void decide_paramount(const policy_input_t *in, const policy_cfg_t *cfg,
   }
   if (!current_set_steady(in, &d->estimates, p0)) {
     d->action = POLICY_WAIT;
-    d->reason = "current cluster not yet steady since the last change";
+    d->reason = "current cluster not yet settled since the last change";
     return;
   }
-  if (!d->stay.steady || !c->steady) {
+  if (!d->stay.settled || !c->settled) {
     d->action = POLICY_WAIT;
-    d->reason = "estimates not steady";
+    d->reason = "estimates not settled";
     return;
   }
   if (!d->forced && !(d->gain_pessimistic > 0)) {

@@ -125,8 +125,8 @@ static double series_df(const policy_steady_t *st) {
 static int pool_key(const policy_input_t *in, const policy_cfg_t *cfg,
                     const char *type, const char *phase,
                     policy_estimate_t *out) {
-  /* The latest launch with a steady series of the key, else the latest. */
-  int best_launch = -1, best_steady = 0;
+  /* The latest launch with a settled series of the key, else the latest. */
+  int best_launch = -1, best_settled = 0;
   for (size_t i = 0; i < in->n_series; i++) {
     const policy_series_t *s = &in->series[i];
     if (!s->n_pis || !policy_name_eq(s->type, type) ||
@@ -135,11 +135,11 @@ static int pool_key(const policy_input_t *in, const policy_cfg_t *cfg,
     series_est_t e;
     int rc = series_estimate(s, &cfg->steady, &e);
     if (rc) return rc;
-    int better = e.st.steady > best_steady ||
-                 (e.st.steady == best_steady && s->launch > best_launch);
+    int better = e.st.settled > best_settled ||
+                 (e.st.settled == best_settled && s->launch > best_launch);
     if (better) {
       best_launch = s->launch;
-      best_steady = e.st.steady;
+      best_settled = e.st.settled;
     }
   }
   policy_estimate_t r;
@@ -148,6 +148,7 @@ static int pool_key(const policy_input_t *in, const policy_cfg_t *cfg,
   policy_name_copy(r.phase, phase);
   r.launch = best_launch;
   r.steady = 1;
+  r.settled = 1;
   double w = 0, m = 0, comm = 0, raw = 0, raw_n = 0, df = 0;
   double se2 = 0; /* sum of n_used^2 * se^2, normalised below */
   for (size_t i = 0; i < in->n_series; i++) {
@@ -171,7 +172,7 @@ static int pool_key(const policy_input_t *in, const policy_cfg_t *cfg,
     r.n_used += e.st.n_used;
     if (e.st.warmup > r.warmup_pis) r.warmup_pis = e.st.warmup;
     r.level_changes += e.st.level_changes;
-    r.steady = r.steady && e.st.steady;
+    r.settled = r.settled && e.st.settled;
     w += nu;
     m += nu * e.st.mean;
     comm += nu * e.comm_mean;
@@ -189,16 +190,18 @@ static int pool_key(const policy_input_t *in, const policy_cfg_t *cfg,
     r.s_per_sample_lo = r.s_per_sample - hw;
     r.s_per_sample_hi = r.s_per_sample + hw;
     r.rel_halfwidth = r.s_per_sample > 0 ? hw / r.s_per_sample : 1;
+    r.steady = r.settled && r.rel_halfwidth <= cfg->steady.max_rel_halfwidth;
   } else { /* too few PIs for any estimate: the raw mean, unsteady */
     r.s_per_sample = raw_n > 0 ? raw / raw_n : 0;
     r.s_per_sample_lo = 0;
     r.s_per_sample_hi = 2 * r.s_per_sample;
     r.rel_halfwidth = 1;
     r.steady = 0;
+    r.settled = 0;
   }
   if (r.s_per_sample_lo < 0) r.s_per_sample_lo = 0;
   r.raw_s_per_sample = raw_n > 0 ? raw / raw_n : 0;
-  if (!(r.s_per_sample > 0)) r.steady = 0;
+  if (!(r.s_per_sample > 0)) r.steady = r.settled = 0;
   *out = r;
   return 0;
 }

@@ -24,7 +24,7 @@ extern "C" {
 typedef struct {
   double confidence;        /* two-sided CI level, e.g. 0.95 */
   size_t batch;             /* MSER batch size: 5 gives MSER-5 */
-  size_t min_steady;        /* samples needed after truncation for a CI */
+  size_t min_steady;        /* samples needed after truncation (settled) */
   double max_rel_halfwidth; /* CI half-width / mean to call a level steady */
   double level_min_rel;     /* smallest relative level change reported */
   double level_z;           /* changepoint threshold, in standard errors */
@@ -41,7 +41,8 @@ typedef struct {
   double lo, hi;        /* its confidence interval */
   double rel_halfwidth; /* (hi - lo) / 2 / mean */
   double stddev;        /* of the samples used */
-  int steady;           /* warm-up over, n_used >= min_steady, CI narrow */
+  int settled;          /* warm-up over (no drift) and n_used >= min_steady */
+  int steady;           /* settled and the CI is narrow (max_rel_halfwidth) */
 } policy_steady_t;
 
 void policy_steady_cfg_default(policy_steady_cfg_t *cfg);
@@ -173,7 +174,8 @@ typedef struct {
   size_t n_used;        /* PIs behind the estimate */
   size_t warmup_pis;    /* discarded as warm-up (largest over series) */
   int level_changes;    /* undeclared level changes seen */
-  int steady;
+  int settled;          /* every pooled series settled (CI may be wide) */
+  int steady;           /* settled, and the pooled CI is narrow */
   double s_per_sample;  /* compute seconds per sample of one rank */
   double s_per_sample_lo, s_per_sample_hi; /* its CI */
   double rel_halfwidth;
@@ -223,7 +225,7 @@ typedef struct {
   double time_hi_s, cost_hi_usd; /* ... at its slow end */
   int feasible;      /* meets the deadline or budget of the objective */
   int measured;      /* no speed came from a catalog hint */
-  int steady;        /* every speed used for the current phase is steady */
+  int settled;       /* every speed used for the current phase is settled */
   int extrapolated;  /* a future phase's speed was extrapolated */
 } policy_prediction_t;
 

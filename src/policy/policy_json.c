@@ -65,7 +65,7 @@ static json_object *prediction_json(const policy_prediction_t *p) {
   bad |= add_num(o, "cost_hi_usd", p->cost_hi_usd);
   bad |= add_int(o, "feasible", p->feasible);
   bad |= add_int(o, "measured", p->measured);
-  bad |= add_int(o, "steady", p->steady);
+  bad |= add_int(o, "settled", p->settled);
   bad |= add_int(o, "extrapolated", p->extrapolated);
   if (bad) {
     json_object_put(o);
@@ -87,6 +87,7 @@ static json_object *estimate_json(const policy_estimate_t *e) {
   bad |= add_int(o, "n_used", (long long)e->n_used);
   bad |= add_int(o, "warmup_pis", (long long)e->warmup_pis);
   bad |= add_int(o, "level_changes", e->level_changes);
+  bad |= add_int(o, "settled", e->settled);
   bad |= add_int(o, "steady", e->steady);
   bad |= add_num(o, "s_per_sample", e->s_per_sample);
   bad |= add_num(o, "s_per_sample_lo", e->s_per_sample_lo);

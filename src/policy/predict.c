@@ -42,7 +42,7 @@ static int speed_measured(const policy_estimates_t *e, const char *type,
     r.spp[0] = x->s_per_sample;
     r.spp[1] = x->s_per_sample_lo;
     r.spp[2] = x->s_per_sample_hi;
-    r.steady = x->steady;
+    r.settled = x->settled;
     *out = r;
     return 0;
   }
@@ -66,7 +66,7 @@ static int speed_measured(const policy_estimates_t *e, const char *type,
   r.spp[0] = q->s_per_sample * ratio;
   r.spp[1] = q->s_per_sample_lo * ratio;
   r.spp[2] = q->s_per_sample_hi * ratio;
-  r.steady = q->steady;
+  r.settled = q->settled;
   r.extrapolated = 1;
   *out = r;
   return 0;
@@ -204,9 +204,9 @@ static int pi_times(const policy_input_t *in, const policy_cfg_t *cfg,
       if (sp.spp[v] > worst) worst = sp.spp[v];
       if (flags) {
         if (!sp.measured) flags->measured = 0;
-        if ((int)p == p0 && !sp.steady) flags->steady = 0;
+        if ((int)p == p0 && !sp.settled) flags->settled = 0;
         if ((int)p != p0 && sp.extrapolated) flags->extrapolated = 1;
-        if ((int)p == p0 && sp.extrapolated) flags->steady = 0;
+        if ((int)p == p0 && sp.extrapolated) flags->settled = 0;
       }
     }
     double compute = worst * rank_batch(in, n);
@@ -238,7 +238,7 @@ int policy_predict_change(const policy_input_t *in, const policy_cfg_t *cfg,
   policy_prediction_t r;
   memset(&r, 0, sizeof r);
   r.measured = 1;
-  r.steady = 1;
+  r.settled = 1;
   r.nodes = n_new;
   r.reused_nodes = kept;
   r.new_nodes = ch->add_count;

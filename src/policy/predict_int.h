@@ -12,7 +12,7 @@
 typedef struct {
   double spp[3];    /* s/sample: point, fast end (lo), slow end (hi) */
   int measured;     /* 0: from the catalog's speed hint */
-  int steady;
+  int settled;
   int extrapolated; /* measured in another phase only */
 } policy_speed_t;
 

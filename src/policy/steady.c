@@ -26,7 +26,7 @@ void policy_steady_cfg_default(policy_steady_cfg_t *cfg) {
   if (!cfg) return;
   cfg->confidence = 0.95;
   cfg->batch = 5;
-  cfg->min_steady = 20;
+  cfg->min_steady = 10;
   cfg->max_rel_halfwidth = 0.05;
   cfg->level_min_rel = 0.05;
   cfg->level_z = 5.0;
@@ -242,8 +242,8 @@ int policy_steady_view(const policy_view_t *x, size_t n,
    * minimum hits the search edge in both a long warm-up and plain noise),
    * so the retained samples must show no drift between their halves. */
   (void)at_edge;
-  r.steady = !drifting(x, start, m) && m >= cfg->min_steady && m >= 2 &&
-             r.rel_halfwidth <= cfg->max_rel_halfwidth;
+  r.settled = !drifting(x, start, m) && m >= cfg->min_steady && m >= 2;
+  r.steady = r.settled && r.rel_halfwidth <= cfg->max_rel_halfwidth;
   *out = r;
   return 0;
 }
