@@ -79,11 +79,10 @@ double policy_t_quantile(double confidence, double df) {
 }
 
 /* MSER on batch means: the truncation d (in batches) minimising
- * SS(d) / (nb - d)^2, searched over the first half.  *at_edge is set when
- * the minimum sits on the half-way edge: the warm-up may not be over. */
-static size_t mser(const policy_view_t *x, size_t n, size_t batch, int *at_edge) {
+ * SS(d) / (nb - d)^2, searched over the first half.  Whether the warm-up
+ * is really over is drifting()'s call. */
+static size_t mser(const policy_view_t *x, size_t n, size_t batch) {
   size_t nb = n / batch;
-  *at_edge = 0;
   if (nb < 2) return 0;
   size_t dmax = nb / 2, best_d = 0;
   double best = INFINITY, s = 0, s2 = 0;
@@ -104,7 +103,6 @@ static size_t mser(const policy_view_t *x, size_t n, size_t batch, int *at_edge)
       best_d = j;
     }
   }
-  *at_edge = (best_d == dmax && dmax > 0);
   return best_d * batch;
 }
 
@@ -180,8 +178,7 @@ int policy_steady_view(const policy_view_t *x, size_t n,
     return PM_EINVAL;
   policy_steady_t r = {0};
   r.n = n;
-  int at_edge = 0;
-  size_t w = mser(x, n, cfg->batch, &at_edge);
+  size_t w = mser(x, n, cfg->batch);
   size_t start = w;
   size_t min_seg = 2 * cfg->batch;
   if (min_seg < cfg->min_steady / 2) min_seg = cfg->min_steady / 2;
@@ -241,7 +238,6 @@ int policy_steady_view(const policy_view_t *x, size_t n,
   /* MSER alone cannot tell "warm-up over" from "still drifting" (its
    * minimum hits the search edge in both a long warm-up and plain noise),
    * so the retained samples must show no drift between their halves. */
-  (void)at_edge;
   r.settled = !drifting(x, start, m) && m >= cfg->min_steady && m >= 2;
   r.steady = r.settled && r.rel_halfwidth <= cfg->max_rel_halfwidth;
   *out = r;
