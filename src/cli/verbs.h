@@ -6,3 +6,7 @@
  * returns the process exit status (see docs/cli.md).
  */
 VERB("record", cmd_record, "run a command, record its paramount iterations, print per-rank timings")
+VERB("up", cmd_up, "start a cluster of local nodes from a config, without a job")
+VERB("nodes", cmd_nodes, "list a run's nodes: type, state, age, setup time, cost so far")
+VERB("down", cmd_down, "terminate every node of a run (idempotent, works after a crash)")
+VERB("node-exec", cmd_node_exec, "run a command inside a local node (also mpirun's rsh agent)")

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <math.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -57,7 +59,7 @@ typedef struct {
   double price_usd_per_hour, billing_granularity_s, billing_minimum_s;
   double cpu_fraction, memory_limit_mib;
   unsigned vcpus, threads;
-  double stage_bytes;
+  double stage_bytes, stage_s;
   local_throttle throttle;
   int ncg;
   char cg[LOCAL_MAX_CG][PATH_MAX]; /* the node's cgroup in each hierarchy */
@@ -144,11 +146,37 @@ static int local_id_valid(const char *id) {
   return 1;
 }
 
+static uint32_t local_hash(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a: two runs named alike stay apart */
+  for (const char *p = s; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+  return h;
+}
+
+/* The node's private /tmp.  Open MPI keeps its session directory (and
+ * PMIx's Unix sockets, whose paths must stay under 108 bytes) in TMPDIR;
+ * daemons of different nodes sharing one host's /tmp race to create and
+ * remove the same directories, so each node gets its own, short path. */
+static void local_tmpdir(const char *run_dir, const char *id, char *out, size_t cap) {
+  snprintf(out, cap, "/tmp/pm-%08x-%s", local_hash(run_dir), id);
+}
+
+static int local_rm_entry(const char *path, const struct stat *st, int flag,
+                          struct FTW *ftw) {
+  (void)st;
+  (void)ftw;
+  return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static void local_tmpdir_remove(const char *run_dir, const char *id) {
+  char t[128];
+  local_tmpdir(run_dir, id, t, sizeof t);
+  nftw(t, local_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void local_run_key(const char *run_dir, char *key, size_t cap) {
   const char *base = strrchr(run_dir, '/');
   base = base ? base + 1 : run_dir;
-  uint32_t h = 2166136261u; /* FNV-1a: two runs named alike stay apart */
-  for (const char *p = run_dir; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+  uint32_t h = local_hash(run_dir);
   char clean[64];
   size_t k = 0;
   for (const char *p = base; *p && k < sizeof clean - 1; p++)
@@ -225,6 +253,7 @@ static json_object *local_rec_to_json(const local_rec *r) {
   json_object_object_add(o, "vcpus", json_object_new_int((int)r->vcpus));
   json_object_object_add(o, "threads", json_object_new_int((int)r->threads));
   json_object_object_add(o, "stage_bytes", json_object_new_double(r->stage_bytes));
+  json_object_object_add(o, "stage_s", json_object_new_double(r->stage_s));
   json_object_object_add(o, "throttle", json_object_new_string(local_throttle_names[r->throttle]));
   json_object *cg = json_object_new_array();
   for (int i = 0; i < r->ncg; i++) json_object_array_add(cg, json_object_new_string(r->cg[i]));
@@ -269,6 +298,7 @@ static int local_rec_from_json(json_object *o, local_rec *r) {
   r->vcpus = (unsigned)local_jd(o, "vcpus");
   r->threads = (unsigned)local_jd(o, "threads");
   r->stage_bytes = local_jd(o, "stage_bytes");
+  r->stage_s = local_jd(o, "stage_s");
   const char *thr = local_js(o, "throttle");
   r->throttle = THR_DUTYCYCLE;
   for (int i = 0; i < 3; i++)
@@ -746,6 +776,9 @@ static int local_supervisor_spawn(const char *run_dir, const local_rec *r, long 
       for (int fd = 3; fd < 1024; fd++)
         if (fd != pfd[1]) close(fd);
       close(pfd[1]);
+      char name[16];
+      local_fmt(name, sizeof name, "pm-duty-%s", r->id); /* what ps shows */
+      prctl(PR_SET_NAME, name, 0, 0, 0);
       local_supervise(run_dir, r->id, duty);
       _exit(0);
     }
@@ -815,6 +848,7 @@ static int local_node_teardown(const char *run_dir, const local_rec *r,
   }
   free(buf);
   free(pids);
+  if (rc == 0) local_tmpdir_remove(run_dir, r->id);
   for (int i = r->ncg - 1; i >= 0 && rc == 0; i--) {
     /* A killed task leaves its cgroup a moment after it dies. */
     int gone = 0;
@@ -864,6 +898,7 @@ static void local_rec_to_node(const local_rec *r, double now, provider_node *n) 
   n->cpu_fraction = r->cpu_fraction;
   n->threads = r->threads;
   n->stage_bytes = r->stage_bytes;
+  n->stage_s = r->stage_s;
   snprintf(n->throttle, sizeof n->throttle, "%s", local_throttle_names[r->throttle]);
   n->cpu_used_s = -1;
   for (int i = 0; i < r->ncg; i++) {
@@ -1275,6 +1310,7 @@ static int local_op_stage(provider *p, const char *id, const char *const *paths,
     r->staged_s = t1;
     r->ready_s = t1;
     r->stage_bytes = bytes;
+    r->stage_s = t1 - t0;
     r->state = NODE_READY;
     rc = local_rec_save(li->run_dir, r);
     json_object *x = json_object_new_object();
@@ -1368,6 +1404,10 @@ static int local_start_one(local_impl *li, const catalog_type *t, local_rec *r,
   local_path(work, sizeof work, li->run_dir, r->id, "work");
   if (mkdir(work, 0755) != 0 && errno != EEXIST)
     return local_err(err, cap, PM_ESYS, "cannot create %s: %s", work, strerror(errno));
+  char tmp[128];
+  local_tmpdir(li->run_dir, r->id, tmp, sizeof tmp);
+  if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+    return local_err(err, cap, PM_ESYS, "cannot create %s: %s", tmp, strerror(errno));
   r->ncg = 0;
   rc = local_rec_save(li->run_dir, r);
   if (!rc) rc = local_cg_create(&li->cg, li->run_key, r, err, cap);
@@ -1418,7 +1458,7 @@ static int local_op_start(provider *p, const char *type, unsigned count,
                      count, type, t->cpu_fraction, used, cores, used + want, cores);
       goto done;
     }
-    log_warn("warning: %u x %s oversubscribes the host: %.2f of %u cores; emulated "
+    log_warn("%u x %s oversubscribes the host: %.2f of %u cores; emulated "
              "speeds will be slower than the catalog says",
              count, type, used + want, cores);
   }
@@ -1494,7 +1534,7 @@ int provider_local_open(const provider_opts *o, provider **out, char *err, size_
   if (li->cg.mode == THR_DUTYCYCLE) {
     static int said; /* once per process, as promised */
     if (!said++)
-      log_warn("warning: cgroups unavailable (%s); throttling by SIGSTOP/SIGCONT duty "
+      log_warn("cgroups unavailable (%s); throttling by SIGSTOP/SIGCONT duty "
                "cycle, memory limits not enforced", li->cg.why);
   }
   rc = journal_open(li->run_dir, &li->j);
@@ -1556,6 +1596,13 @@ int provider_local_exec(const char *run_dir, const char *id, char *const *cmd,
     rc = local_err(err, cap, PM_ESYS, "cannot enter %s: %s", work, strerror(errno));
     goto fail;
   }
+  char tmp[128];
+  local_tmpdir(run_dir, id, tmp, sizeof tmp);
+  if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+    rc = local_err(err, cap, PM_ESYS, "cannot create %s: %s", tmp, strerror(errno));
+    goto fail;
+  }
+  setenv("TMPDIR", tmp, 1);
   setenv("PARAMOUNT_RUN_DIR", run_dir, 1);
   setenv("PARAMOUNT_NODE", id, 1);
   setenv("PARAMOUNT_NODE_TYPE", r->type, 1);

@@ -4,9 +4,12 @@
  */
 #include "provider.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "paramount.h"
 
@@ -55,4 +58,47 @@ double provider_node_cost_usd(const provider_node *n, double now_s) {
       .billing_minimum_s = n->billing_minimum_s,
   };
   return catalog_cost_usd(&t, end - n->requested_s);
+}
+
+int provider_run_dir_resolve(const char *arg, char *dir, size_t cap, char *err,
+                             size_t ecap) {
+  char path[PATH_MAX], probe[PATH_MAX + 32];
+  if (arg) {
+    if (!realpath(arg, path)) {
+      snprintf(err, ecap, "run directory '%s' does not exist", arg);
+      return PM_ENOENT;
+    }
+  } else {
+    /* Run names start with YYYYmmdd-HHMMSS, so the greatest is newest. */
+    DIR *d = opendir("runs");
+    struct dirent *de;
+    char best[256] = "";
+    while (d && (de = readdir(d))) {
+      if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof best) continue;
+      snprintf(probe, sizeof probe, "runs/%s/journal.jsonl", de->d_name);
+      if (access(probe, F_OK) == 0 && strcmp(de->d_name, best) > 0)
+        snprintf(best, sizeof best, "%s", de->d_name);
+    }
+    if (d) closedir(d);
+    if (!best[0]) {
+      snprintf(err, ecap, "no run given and none under ./runs");
+      return PM_ENOENT;
+    }
+    snprintf(probe, sizeof probe, "runs/%s", best);
+    if (!realpath(probe, path)) {
+      snprintf(err, ecap, "cannot resolve %s", probe);
+      return PM_ENOENT;
+    }
+  }
+  if (snprintf(probe, sizeof probe, "%s/journal.jsonl", path) >= (int)sizeof probe ||
+      access(probe, F_OK) != 0) {
+    snprintf(err, ecap, "'%s' is not a run directory (no journal.jsonl)", arg ? arg : path);
+    return PM_ENOENT;
+  }
+  if (strlen(path) >= cap) {
+    snprintf(err, ecap, "run directory path too long");
+    return PM_EINVAL;
+  }
+  memcpy(dir, path, strlen(path) + 1);
+  return 0;
 }

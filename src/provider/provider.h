@@ -38,6 +38,8 @@ typedef struct {
   double cpu_fraction;            /* host cores this node may use */
   unsigned threads;               /* threads its processes are told to use */
   double stage_bytes;             /* bytes copied by the last stage */
+  double stage_s;                 /* seconds that copy took (staged_s - booted_s
+                                     also counts waiting for a turn) */
   double cpu_used_s;              /* CPU seconds its processes used; -1: unknown */
   char throttle[16];              /* local: "cgroup-v1", "cgroup-v2", "dutycycle" */
 } provider_node;
@@ -107,6 +109,12 @@ int provider_state_parse(const char *name);
  * termination (or now_s), rounded up to its billing granularity, at least
  * its billing minimum. */
 double provider_node_cost_usd(const provider_node *n, double now_s);
+
+/* The run directory `arg` names (made absolute), or when arg is NULL the
+ * newest run under ./runs that has a journal.  A directory without
+ * journal.jsonl is refused.  err says why on failure. */
+int provider_run_dir_resolve(const char *arg, char *dir, size_t cap, char *err,
+                             size_t ecap);
 
 /* ---- local provider internals the CLI needs ------------------------- */
 
