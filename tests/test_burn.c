@@ -204,6 +204,13 @@ static final_line expect_ok(run_result r, const char *kind) {
   return f;
 }
 
+/* expect_ok for a result nobody reads again. */
+static final_line burn_ok(run_result r, const char *kind) {
+  final_line f = expect_ok(r, kind);
+  free(r.out);
+  return f;
+}
+
 /* Keeps a developer's controller or run directory out of the tests. */
 static void clean_env(void) {
   unsetenv("PARAMOUNT_ENDPOINT");
@@ -315,6 +322,7 @@ TEST(help_tells_every_option) {
                         "--resume", "--quiet", "--help"};
   for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
     ASSERT_CONTAINS(r.out, opts[i]);
+  free(r.out);
   remove_tree(dir);
 }
 
@@ -379,6 +387,7 @@ TEST(no_arguments_runs_a_short_job) {
   printf("default run: %.2f s\n", r.wall_s);
   /* "A few seconds" with room for a loaded 2-core machine. */
   ASSERT_OP_DBL(r.wall_s, <, 30.0);
+  free(r.out);
   remove_tree(dir);
 }
 
@@ -386,15 +395,15 @@ TEST(one_and_three_ranks_give_the_same_result) {
   clean_env();
   char dir[64];
   make_tmpdir(dir);
-  final_line one = expect_ok(BURN(1, dir, SMALL_JOB), "done");
-  final_line three = expect_ok(BURN(3, dir, SMALL_JOB), "done");
+  final_line one = burn_ok(BURN(1, dir, SMALL_JOB), "done");
+  final_line three = burn_ok(BURN(3, dir, SMALL_JOB), "done");
   ASSERT_EQ_U64(one.iterations, 20);
   ASSERT_EQ_U64(one.samples, 600);
   ASSERT_EQ_U64(three.iterations, one.iterations);
   ASSERT_EQ_U64(three.samples, one.samples);
   ASSERT_EQ_U64(three.checksum, one.checksum);
   /* The checksum sees the work: another global job gives another one. */
-  final_line other = expect_ok(BURN(2, dir, "--samples", "300", "--batch", "32",
+  final_line other = burn_ok(BURN(2, dir, "--samples", "300", "--batch", "32",
                                     "--epochs", "2", "--work", "2001",
                                     "--phases", "warmup:3,main", "--quiet"),
                                "done");
@@ -411,9 +420,9 @@ TEST(stop_on_2_resume_on_3_then_1_loses_and_repeats_nothing) {
   char dir[64], ck[128];
   make_tmpdir(dir);
   ckpt_path_in(ck, sizeof ck, dir);
-  final_line whole = expect_ok(BURN(1, dir, SMALL_JOB), "done");
+  final_line whole = burn_ok(BURN(1, dir, SMALL_JOB), "done");
 
-  final_line a = expect_ok(BURN(2, dir, SMALL_JOB, "--stop-at", "7",
+  final_line a = burn_ok(BURN(2, dir, SMALL_JOB, "--stop-at", "7",
                                 "--checkpoint-dir", dir),
                            "stopped");
   ASSERT_EQ_U64(a.iterations, 8);
@@ -426,14 +435,14 @@ TEST(stop_on_2_resume_on_3_then_1_loses_and_repeats_nothing) {
   ASSERT_EQ_U64(c.nranks, 2);
 
   /* Across an epoch boundary (iteration 9 ends epoch 0). */
-  final_line b = expect_ok(BURN(3, dir, SMALL_JOB, "--resume", ck,
+  final_line b = burn_ok(BURN(3, dir, SMALL_JOB, "--resume", ck,
                                 "--stop-at", "13", "--checkpoint-dir", dir),
                            "stopped");
   ASSERT_EQ_U64(b.iterations, 14);
   ASSERT_EQ_U64(b.run_iterations, 6);
   ASSERT_EQ_U64(b.samples, 300 + 4 * 32);
 
-  final_line z = expect_ok(BURN(1, dir, SMALL_JOB, "--resume", ck), "done");
+  final_line z = burn_ok(BURN(1, dir, SMALL_JOB, "--resume", ck), "done");
   ASSERT_EQ_U64(z.run_iterations, 6);
   ASSERT_EQ_U64(z.iterations, whole.iterations);
   ASSERT_EQ_U64(z.samples, whole.samples);
@@ -459,10 +468,41 @@ TEST(periodic_checkpoints_resume_to_the_same_result) {
   char why[256];
   ASSERT_EQ_INT(burn_ckpt_read(ck, &c, why, sizeof why), 0);
   ASSERT_EQ_U64(c.next_iter, 15);
-  final_line z = expect_ok(BURN(3, dir, SMALL_JOB, "--resume", ck), "done");
+  final_line z = burn_ok(BURN(3, dir, SMALL_JOB, "--resume", ck), "done");
   ASSERT_EQ_U64(z.run_iterations, 5);
   ASSERT_EQ_U64(z.checksum, whole.checksum);
   ASSERT_EQ_U64(z.samples, whole.samples);
+  free(r.out);
+  remove_tree(dir);
+}
+
+TEST(checkpoint_seconds_writes_by_the_clock) {
+  clean_env();
+  char dir[64], ck[128];
+  make_tmpdir(dir);
+  ckpt_path_in(ck, sizeof ck, dir);
+  /* 64 iterations of >= 40 ms: about 2.6 s, so 1 to 3 timed checkpoints
+   * on an idle machine, and at least one on a loaded one. */
+  run_result r = BURN(2, dir, "--samples", "64", "--batch", "1", "--epochs",
+                      "1", "--work", "100", "--iter-sleep-ms", "40",
+                      "--checkpoint-seconds", "1", "--checkpoint-dir", dir);
+  final_line whole = expect_ok(r, "done");
+  int n = 0;
+  for (const char *p = r.out; (p = strstr(p, "burn.ckpt after iteration "));
+       p++)
+    n++;
+  if (n < 1 || n > 3) TEST_FAIL_("%d timed checkpoints:\n%s", n, r.out);
+  burn_ckpt c;
+  char why[256];
+  ASSERT_EQ_INT(burn_ckpt_read(ck, &c, why, sizeof why), 0);
+  ASSERT(c.next_iter > 0 && c.next_iter < 64);
+  final_line z = burn_ok(BURN(0, dir, "--samples", "64", "--batch", "1",
+                                "--epochs", "1", "--work", "100", "--quiet",
+                                "--resume", ck),
+                           "done");
+  ASSERT_EQ_U64(z.run_iterations, 64 - c.next_iter);
+  ASSERT_EQ_U64(z.checksum, whole.checksum);
+  free(r.out);
   remove_tree(dir);
 }
 
@@ -471,7 +511,7 @@ TEST(damaged_checkpoints_refused_naming_the_file) {
   char dir[64], ck[128], bad[160];
   make_tmpdir(dir);
   ckpt_path_in(ck, sizeof ck, dir);
-  expect_ok(BURN(0, dir, SMALL_JOB, "--stop-at", "4", "--checkpoint-dir", dir),
+  burn_ok(BURN(0, dir, SMALL_JOB, "--stop-at", "4", "--checkpoint-dir", dir),
             "stopped");
   size_t len = 0;
   char *good = slurp(ck, &len);
@@ -524,7 +564,7 @@ TEST(checkpoint_of_another_job_refused) {
   char dir[64], ck[128];
   make_tmpdir(dir);
   ckpt_path_in(ck, sizeof ck, dir);
-  expect_ok(BURN(0, dir, SMALL_JOB, "--stop-at", "14", "--checkpoint-dir", dir),
+  burn_ok(BURN(0, dir, SMALL_JOB, "--stop-at", "14", "--checkpoint-dir", dir),
             "stopped");
   static const struct {
     const char *opt, *val, *says;
@@ -547,13 +587,14 @@ TEST(checkpoint_of_another_job_refused) {
     free(r.out);
   }
   /* More epochs is the same job, longer: allowed. */
-  final_line f = expect_ok(BURN(0, dir, SMALL_JOB, "--epochs", "3", "--resume",
+  final_line f = burn_ok(BURN(0, dir, SMALL_JOB, "--epochs", "3", "--resume",
                                 ck),
                            "done");
   ASSERT_EQ_U64(f.iterations, 30);
   run_result r = BURN(0, dir, SMALL_JOB, "--resume", ck, "--stop-at", "3");
   ASSERT_EQ_INT(r.status, 2);
   ASSERT_CONTAINS(r.out, "--stop-at 3 is before iteration 15");
+  free(r.out);
   remove_tree(dir);
 }
 
@@ -727,11 +768,11 @@ static void controller_stop_case(int with_target) {
   /* And the stopped job finishes, without a controller, where an
    * uninterrupted one does. */
   clean_env();
-  final_line z = expect_ok(BURN(1, dir, "--samples", "100000", "--batch", "30",
+  final_line z = burn_ok(BURN(1, dir, "--samples", "100000", "--batch", "30",
                                 "--epochs", "1", "--work", "1000", "--quiet",
                                 "--resume", ck),
                            "done");
-  final_line whole = expect_ok(BURN(2, dir, "--samples", "100000", "--batch",
+  final_line whole = burn_ok(BURN(2, dir, "--samples", "100000", "--batch",
                                     "30", "--epochs", "1", "--work", "1000",
                                     "--quiet"),
                                "done");
