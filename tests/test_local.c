@@ -773,6 +773,59 @@ TEST(sigkill_starter_then_down_cleans_cgroup) {
 
 TEST(sigkill_starter_then_down_cleans_dutycycle) { sigkill_then_down("dutycycle"); }
 
+/* `paramount up` itself SIGKILLed while its nodes boot: the journal named
+ * them before they existed, so `down` still removes them. */
+TEST(sigkill_up_while_booting_then_down) {
+  reap_leftovers(0);
+  setenv("PARAMOUNT_LOCAL_THROTTLE", is_root() ? "cgroup" : "dutycycle", 1);
+  char dir[256], cfg[PATH_MAX], run[512], jpath[PATH_MAX];
+  tmpdir(dir, sizeof dir);
+  catalog_free(test_catalog(dir));
+  snprintf(cfg, sizeof cfg, "%s/up.yaml", dir);
+  write_text(cfg, "catalog: cat.yaml\ncluster:\n  - {type: slowboot, count: 2}\n");
+  snprintf(run, sizeof run, "%s/run", dir);
+  snprintf(jpath, sizeof jpath, "%s/journal.jsonl", run);
+  pid_t up = fork();
+  if (up == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl(PARAMOUNT, PARAMOUNT, "up", cfg, "--out", run, (char *)NULL);
+    _exit(127);
+  }
+  /* Wait until both nodes are journalled and booting, then kill. */
+  int requests = 0;
+  for (int i = 0; i < 500 && requests < 2; i++) {
+    usleep(20000);
+    char *j = NULL;
+    requests = 0;
+    if (util_read_file(jpath, 1 << 20, &j, NULL) == 0)
+      for (char *p = j; (p = strstr(p, "\"node_request\"")); p++) requests++;
+    free(j);
+  }
+  ASSERT_EQ_INT(requests, 2);
+  usleep(200000);
+  kill(up, SIGKILL);
+  int st;
+  waitpid(up, &st, 0);
+  ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  char cgs[3][PATH_MAX];
+  int ncg = node_cgroups(run, "n2", cgs);
+  ASSERT_EQ_INT(ncg, is_root() ? 3 : 0);
+  for (int i = 0; i < ncg; i++) ASSERT(path_exists(cgs[i]));
+  char *nodes[] = {PARAMOUNT, "nodes", run, NULL}, *out = NULL;
+  ASSERT_EQ_INT(run_capture(nodes, NULL, &out, NULL, NULL), 0);
+  ASSERT_CONTAINS(out, "n2     slowboot     booting");
+  free(out);
+  char *down[] = {PARAMOUNT, "down", run, NULL};
+  ASSERT_EQ_INT(run_capture(down, NULL, &out, NULL, NULL), 0);
+  ASSERT_CONTAINS(out, "n1     terminated");
+  ASSERT_CONTAINS(out, "n2     terminated");
+  free(out);
+  for (int i = 0; i < ncg; i++)
+    if (path_exists(cgs[i])) TEST_FAIL_("cgroup %s survived down", cgs[i]);
+}
+
 TEST(down_refuses_a_non_run) {
   char dir[256], *out = NULL;
   tmpdir(dir, sizeof dir);

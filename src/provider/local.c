@@ -1454,7 +1454,8 @@ static int local_op_start(provider *p, const char *type, unsigned count,
       rc = local_err(p->err, sizeof p->err, PM_ENOSPC,
                      "refusing to start %u x %s (%.2f cores each): nodes already hold "
                      "%.2f of the host's %u cores, and %.2f > %u would make the emulated "
-                     "speeds wrong (set force: true or --force to oversubscribe)",
+                     "speeds wrong (set force: true or --force to oversubscribe; "
+                     "`paramount down RUN` removes runs left running)",
                      count, type, t->cpu_fraction, used, cores, used + want, cores);
       goto done;
     }
