@@ -775,6 +775,7 @@ static int local_supervisor_spawn(const char *run_dir, const local_rec *r, long 
       }
       for (int fd = 3; fd < 1024; fd++)
         if (fd != pfd[1]) close(fd);
+      if (chdir("/") != 0) _exit(1); /* hold no directory busy */
       close(pfd[1]);
       char name[16];
       local_fmt(name, sizeof name, "pm-duty-%s", r->id); /* what ps shows */
