@@ -1,0 +1,1414 @@
+/* run.c - `paramount run`: the loop that closes Paramount's circle.
+ *
+ * One thread, one state machine: RUNNING (job trains, policy decides every
+ * interval) -> SETUP (new nodes boot and stage while the job still trains)
+ * -> STOPPING (agreed stop requested, waiting for the checkpoint) ->
+ * RUNNING on the new node set.  Each launch has its own intake (port), and
+ * all launches' rank data stay in memory for the policy and the report.
+ * Every exit path terminates every node the run ever started.
+ */
+#include "controller/run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/journal.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "controller/intake.h"
+#include "paramount.h"
+#include "policy/policy.h"
+#include "provider/provider.h"
+
+extern char **environ;
+
+#define RUN_NODES_MAX 512
+#define RUN_LAUNCHES_MAX 64
+#define RUN_DECISIONS_MAX 8192
+#define RUN_POLL_MS 200
+#define RUN_STATUS_TTY_S 0.5
+#define RUN_STATUS_LOG_S 5.0
+#define RUN_KILL_GRACE_S 3.0
+
+typedef enum { RUN_RUNNING = 0, RUN_SETUP, RUN_STOPPING, RUN_DONE } run_state;
+
+static const char *const run_state_names[] = {"running", "setup", "stopping", "done"};
+
+typedef struct {
+  provider_node pn; /* last refreshed record */
+  int member;       /* in the current launch's host set */
+  int incoming;     /* started for the pending switch, not yet a member */
+  int leaving;      /* leaves the cluster at the pending switch */
+  int stopped;      /* terminated by us */
+} run_node;
+
+typedef struct {
+  intake *in;
+  pid_t pid;
+  int pidfd;
+  int exited, status; /* exit status, 128+sig when killed */
+  size_t nhosts;
+  size_t host[RUN_CONFIG_NODES_MAX]; /* indices into run_ctx.nodes */
+  double spawn_s, exit_s, stop_req_s;
+  char resumed_from[WIRE_PATH_MAX + 1];
+  char log[PATH_MAX + 32];
+} run_launch;
+
+/* One cluster change, from the decision to the first PI on the new set. */
+typedef struct {
+  int from_launch, to_launch;
+  double decide_s, ready_s, stop_req_s, ckpt_s, exit_s, init_begin_s, first_pi_s;
+  char from[160], to[160];
+  char action[12];
+  int done;
+} run_switch;
+
+typedef struct {
+  double t_s;
+  policy_action_t action;
+  const char *reason; /* static, from the policy */
+  double predicted_s; /* remaining time of the path taken; NAN: no prediction */
+  double predicted_usd;
+  char change[80];
+} run_decision_rec;
+
+typedef struct {
+  char name[WIRE_NAME_MAX + 1];
+  uint64_t start, end; /* end 0: unknown */
+} run_phase_info;
+
+typedef struct {
+  const run_opts *o;
+  const run_config *cfg;
+  FILE *out;
+  char run_dir[PATH_MAX];
+  char token[33];
+  journal *j;
+  catalog *cat;
+  provider *p;
+  char agent[PATH_MAX * 2 + 64];
+  run_node nodes[RUN_NODES_MAX];
+  size_t nn;
+  run_launch launches[RUN_LAUNCHES_MAX];
+  int nl;
+  run_switch sw[RUN_LAUNCHES_MAX];
+  int nsw;
+  run_decision_rec *dec;
+  size_t ndec;
+  policy_cfg_t pcfg;
+  policy_decision_t last;
+  int have_last;
+  run_state state;
+  double t0, next_decide_s, end_s;
+  double batch;      /* policy batch: config or measured */
+  uint64_t done_iters; /* iterations completed, over every launch */
+  uint64_t total_iters; /* 0: unknown */
+  int tty, status_shown;
+  double last_status_s;
+  int can_resume;
+} run_ctx;
+
+static volatile sig_atomic_t run_signal;
+
+static void run_on_signal(int sig) { run_signal = sig; }
+
+/* ---- small helpers --------------------------------------------------- */
+
+static void run_status_clear(run_ctx *c) {
+  if (c->tty && c->status_shown) {
+    fputs("\r\033[K", stderr);
+    c->status_shown = 0;
+  }
+}
+
+static void run_say(run_ctx *c, log_level lv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void run_say(run_ctx *c, log_level lv, const char *fmt, ...) {
+  run_status_clear(c);
+  va_list ap;
+  va_start(ap, fmt);
+  pm_vlog(lv, fmt, ap);
+  va_end(ap);
+}
+
+static json_object *run_jrec(const char *ev) {
+  json_object *o = json_object_new_object();
+  json_object_object_add(o, "ev", json_object_new_string(ev));
+  json_object_object_add(o, "t", json_object_new_double(clock_real_s()));
+  return o;
+}
+
+static void run_jput(run_ctx *c, json_object *o, int sync) {
+  if (c->j) {
+    journal_append(c->j, o);
+    if (sync) journal_sync(c->j);
+  }
+  json_object_put(o);
+}
+
+static run_node *run_node_find(run_ctx *c, const char *id) {
+  for (size_t i = 0; i < c->nn; i++)
+    if (!strcmp(c->nodes[i].pn.id, id)) return &c->nodes[i];
+  return NULL;
+}
+
+static const char *run_node_type(run_ctx *c, const char *id) {
+  run_node *n = run_node_find(c, id);
+  return n ? n->pn.type : NULL;
+}
+
+/* "2xc5.large+1xm5.large" from a set of node indices, in first-seen order. */
+static void run_composition(run_ctx *c, const size_t *idx, size_t n, char *buf, size_t cap) {
+  const char *types[RUN_CONFIG_NODES_MAX];
+  int counts[RUN_CONFIG_NODES_MAX];
+  size_t nt = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *t = c->nodes[idx[i]].pn.type;
+    size_t k = 0;
+    while (k < nt && strcmp(types[k], t)) k++;
+    if (k == nt) {
+      types[nt] = t;
+      counts[nt++] = 0;
+    }
+    counts[k]++;
+  }
+  size_t off = 0;
+  buf[0] = '\0';
+  for (size_t k = 0; k < nt && off < cap; k++) {
+    int w = snprintf(buf + off, cap - off, "%s%dx%s", k ? "+" : "", counts[k], types[k]);
+    if (w < 0) break;
+    off += (size_t)w;
+  }
+}
+
+static run_launch *run_cur(run_ctx *c) { return c->nl ? &c->launches[c->nl - 1] : NULL; }
+
+static double run_pi_end_s(const intake_pi *pi) {
+  return (double)(pi->t_begin_ns + pi->wall_ns) / 1e9;
+}
+
+/* ---- nodes ----------------------------------------------------------- */
+
+static int run_nodes_start(run_ctx *c, const char *type, unsigned count, int incoming) {
+  if (c->nn + count > RUN_NODES_MAX) {
+    run_say(c, LOG_ERR, "run: more than %d nodes in one run", RUN_NODES_MAX);
+    return PM_ENOSPC;
+  }
+  provider_node out[RUN_CONFIG_NODES_MAX];
+  if (count > RUN_CONFIG_NODES_MAX) return PM_EINVAL;
+  int rc = c->p->ops->start(c->p, type, count, out);
+  if (rc) {
+    run_say(c, LOG_ERR, "run: cannot start %u x %s: %s", count, type, c->p->err);
+    return rc;
+  }
+  for (unsigned i = 0; i < count; i++) {
+    run_node *n = &c->nodes[c->nn++];
+    memset(n, 0, sizeof *n);
+    n->pn = out[i];
+    n->incoming = incoming;
+  }
+  return 0;
+}
+
+static void run_node_stop(run_ctx *c, run_node *n) {
+  if (n->stopped) return;
+  if (c->p->ops->stop(c->p, n->pn.id, NULL))
+    run_say(c, LOG_WARN, "run: stopping node %s: %s", n->pn.id, c->p->err);
+  n->stopped = 1;
+  c->p->ops->alive(c->p, n->pn.id, &n->pn);
+}
+
+/* Terminates every node the provider knows for this run, ours or not
+ * (a node record from a half-failed start included). */
+static void run_nodes_stop_all(run_ctx *c) {
+  for (size_t i = 0; i < c->nn; i++) run_node_stop(c, &c->nodes[i]);
+  provider_node *all = NULL;
+  size_t n = 0;
+  if (c->p->ops->list(c->p, &all, &n) == 0)
+    for (size_t i = 0; i < n; i++)
+      if (all[i].state != NODE_TERMINATED) c->p->ops->stop(c->p, all[i].id, NULL);
+  free(all);
+}
+
+/* Boots have been running in the background; stage each booted node
+ * (real copy) and report whether every node in the set is ready. */
+static int run_nodes_setup(run_ctx *c, int incoming_only, int *all_ready) {
+  const char *paths[RUN_CONFIG_STAGE_MAX];
+  for (size_t s = 0; s < c->cfg->nstage; s++) paths[s] = c->cfg->stage[s];
+  *all_ready = 1;
+  for (size_t i = 0; i < c->nn; i++) {
+    run_node *n = &c->nodes[i];
+    if (n->stopped || (incoming_only && !n->incoming) || (!incoming_only && !n->member))
+      continue;
+    if (n->pn.state == NODE_READY) continue;
+    int r = c->p->ops->alive(c->p, n->pn.id, &n->pn);
+    if (r < 0) {
+      run_say(c, LOG_ERR, "run: node %s: %s", n->pn.id, c->p->err);
+      return r;
+    }
+    if (r == 0 || n->pn.state == NODE_BOOTING || n->pn.state == NODE_REQUESTED) {
+      *all_ready = 0;
+      continue;
+    }
+    if (n->pn.state != NODE_READY) {
+      int rc = c->p->ops->stage(c->p, n->pn.id, paths, c->cfg->nstage);
+      if (rc) {
+        run_say(c, LOG_ERR, "run: staging node %s: %s", n->pn.id, c->p->err);
+        return rc;
+      }
+      c->p->ops->alive(c->p, n->pn.id, &n->pn);
+    }
+  }
+  return 0;
+}
+
+/* ---- launching -------------------------------------------------------- */
+
+/* arg with every {checkpoint} replaced by path, malloc'd. */
+static char *run_subst(const char *arg, const char *path) {
+  size_t tl = strlen(RUN_CONFIG_CHECKPOINT_TOKEN), pl = strlen(path), n = 0;
+  for (const char *s = strstr(arg, RUN_CONFIG_CHECKPOINT_TOKEN); s;
+       s = strstr(s + tl, RUN_CONFIG_CHECKPOINT_TOKEN))
+    n++;
+  char *out = malloc(strlen(arg) + n * pl + 1);
+  if (!out) return NULL;
+  char *w = out;
+  const char *r = arg;
+  for (const char *s; (s = strstr(r, RUN_CONFIG_CHECKPOINT_TOKEN)); r = s + tl) {
+    memcpy(w, r, (size_t)(s - r));
+    w += s - r;
+    memcpy(w, path, pl);
+    w += pl;
+  }
+  strcpy(w, r);
+  return out;
+}
+
+static void run_strv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++) free(v[i]);
+  free(v);
+}
+
+/* The mpirun argv for the host set of L; ckpt non-NULL appends the
+ * resume arguments.  NULL-terminated, malloc'd. */
+static char **run_mpirun_argv(run_ctx *c, const run_launch *L, const char *ckpt) {
+  size_t cap = 32 + c->cfg->ncommand + c->cfg->nresume, k = 0;
+  char **v = calloc(cap, sizeof *v);
+  if (!v) return NULL;
+  char hosts[RUN_CONFIG_NODES_MAX * PROVIDER_ID_MAX], np[16];
+  size_t off = 0;
+  hosts[0] = '\0';
+  for (size_t i = 0; i < L->nhosts; i++)
+    off += (size_t)snprintf(hosts + off, sizeof hosts - off, "%s%s", i ? "," : "",
+                            c->nodes[L->host[i]].pn.id);
+  snprintf(np, sizeof np, "%zu", L->nhosts);
+  const char *head[] = {c->o->mpirun ? c->o->mpirun : "mpirun", "--host", hosts, "-np", np,
+                        "--mca", "plm_rsh_agent", c->agent,
+                        /* every local node is this host: loopback only */
+                        "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo",
+                        "--mca", "oob_tcp_if_include", "lo",
+                        "-x", "PARAMOUNT_ENDPOINT", "-x", "PARAMOUNT_TOKEN"};
+  v[k++] = strdup(head[0]);
+  if (geteuid() == 0) v[k++] = strdup("--allow-run-as-root");
+  for (size_t i = 1; i < sizeof head / sizeof head[0]; i++) v[k++] = strdup(head[i]);
+  for (size_t i = 0; i < c->cfg->ncommand; i++) v[k++] = strdup(c->cfg->command[i]);
+  for (size_t i = 0; ckpt && i < c->cfg->nresume; i++) v[k++] = run_subst(c->cfg->resume[i], ckpt);
+  for (size_t i = 0; i < k; i++)
+    if (!v[i]) {
+      run_strv_free(v);
+      return NULL;
+    }
+  return v;
+}
+
+/* The environment of mpirun: ours plus the endpoint and token, which
+ * mpirun forwards to every rank (-x); the token never reaches argv. */
+static char **run_child_env(const char *endpoint, const char *token) {
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **e = calloc(n + 3, sizeof *e);
+  if (!e) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "PARAMOUNT_ENDPOINT=", 19) && strncmp(environ[i], "PARAMOUNT_TOKEN=", 16))
+      e[k++] = environ[i];
+  static char ep[300], tk[64];
+  snprintf(ep, sizeof ep, "PARAMOUNT_ENDPOINT=%s", endpoint);
+  snprintf(tk, sizeof tk, "PARAMOUNT_TOKEN=%s", token);
+  e[k++] = ep;
+  e[k++] = tk;
+  return e;
+}
+
+static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
+  char err[512] = "";
+  intake_opts io = {.token = c->token, .journal = c->j, .err = err, .err_cap = sizeof err};
+  int rc = intake_open(&io, &L->in);
+  if (rc) {
+    run_say(c, LOG_ERR, "run: intake: %s", err[0] ? err : pm_strerror(rc));
+    return rc;
+  }
+  char endpoint[256];
+  intake_endpoint(L->in, endpoint, sizeof endpoint);
+  int idx = (int)(L - c->launches);
+  snprintf(L->log, sizeof L->log, "%s/job-%d.log", c->run_dir, idx);
+  if (ckpt) snprintf(L->resumed_from, sizeof L->resumed_from, "%s", ckpt);
+  char **argv = run_mpirun_argv(c, L, ckpt);
+  char **envp = run_child_env(endpoint, c->token);
+  int logfd = open(L->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (!argv || !envp || logfd < 0 || nullfd < 0) {
+    run_say(c, LOG_ERR, "run: cannot prepare launch %d (%s): %s", idx, L->log, strerror(errno));
+    rc = PM_ESYS;
+    goto done;
+  }
+  fflush(NULL);
+  L->spawn_s = clock_real_s();
+  pid_t pid = fork();
+  if (pid < 0) {
+    rc = PM_ESYS;
+    goto done;
+  }
+  if (pid == 0) {
+    /* Its own process group: a terminal ^C reaches only the controller,
+     * which then stops the job and the nodes in order. */
+    setpgid(0, 0);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    dup2(nullfd, 0);
+    dup2(logfd, 1);
+    dup2(logfd, 2);
+    execvpe(argv[0], argv, envp);
+    dprintf(2, "paramount: run: cannot execute %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  L->pid = pid;
+  L->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (L->pidfd < 0) {
+    run_say(c, LOG_ERR, "run: pidfd_open: %s", strerror(errno));
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    L->exited = 1;
+    rc = PM_ESYS;
+    goto done;
+  }
+  c->nl++;
+  char comp[256];
+  run_composition(c, L->host, L->nhosts, comp, sizeof comp);
+  json_object *o = run_jrec(ckpt ? "relaunch" : "launch");
+  json_object_object_add(o, "launch", json_object_new_int(idx));
+  json_object_object_add(o, "pid", json_object_new_int(pid));
+  json_object_object_add(o, "endpoint", json_object_new_string(endpoint));
+  json_object_object_add(o, "cluster", json_object_new_string(comp));
+  json_object *hosts = json_object_new_array();
+  for (size_t i = 0; i < L->nhosts; i++)
+    json_object_array_add(hosts, json_object_new_string(c->nodes[L->host[i]].pn.id));
+  json_object_object_add(o, "hosts", hosts);
+  json_object *av = json_object_new_array();
+  for (size_t i = 0; argv[i]; i++) json_object_array_add(av, json_object_new_string(argv[i]));
+  json_object_object_add(o, "argv", av);
+  if (ckpt) json_object_object_add(o, "checkpoint", json_object_new_string(ckpt));
+  json_object_object_add(o, "log", json_object_new_string(L->log));
+  run_jput(c, o, 1);
+  run_say(c, LOG_INFO, "run: %s %d on %s (%s)%s%s", ckpt ? "relaunch" : "launch", idx, comp,
+          "log: " , L->log, "");
+  rc = 0;
+done:
+  if (rc && L->in) {
+    intake_close(L->in);
+    L->in = NULL;
+  }
+  run_strv_free(argv);
+  free(envp);
+  if (logfd >= 0) close(logfd);
+  if (nullfd >= 0) close(nullfd);
+  return rc;
+}
+
+static void run_launch_reap(run_launch *L) {
+  if (L->exited || L->pid <= 0) return;
+  int st = 0;
+  if (waitpid(L->pid, &st, 0) == L->pid)
+    L->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  else
+    L->status = 1;
+  L->exited = 1;
+  L->exit_s = clock_real_s();
+  if (L->pidfd >= 0) close(L->pidfd);
+  L->pidfd = -1;
+}
+
+/* SIGTERM to mpirun's process group, SIGKILL after a grace period. */
+static void run_launch_kill(run_launch *L) {
+  if (L->exited || L->pid <= 0) return;
+  kill(-L->pid, SIGTERM);
+  struct pollfd pf = {.fd = L->pidfd, .events = POLLIN};
+  if (L->pidfd < 0 || poll(&pf, 1, (int)(RUN_KILL_GRACE_S * 1000)) <= 0) kill(-L->pid, SIGKILL);
+  run_launch_reap(L);
+}
+
+/* ---- measurements ----------------------------------------------------- */
+
+/* Recomputes done_iters, total_iters and the phase plan from every
+ * launch's rank data.  Returns the number of phases (0: unknown). */
+static size_t run_phases(run_ctx *c, run_phase_info *ph, size_t cap) {
+  size_t n = 0;
+  uint64_t done = 0;
+  for (int l = 0; l < c->nl; l++) {
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
+    for (size_t r = 0; r < nr; r++) {
+      const intake_rank *k = rs[r];
+      if (k->n_pis && k->pis[k->n_pis - 1].iter + 1 > done) done = k->pis[k->n_pis - 1].iter + 1;
+      for (size_t p = 0; p < k->n_phases; p++) {
+        const intake_phase *x = &k->phases[p];
+        size_t i = 0;
+        while (i < n && strcmp(ph[i].name, x->name)) i++;
+        if (i == n) {
+          if (n == cap) continue;
+          memset(&ph[n], 0, sizeof ph[n]);
+          snprintf(ph[n].name, sizeof ph[n].name, "%s", x->name);
+          ph[n].start = x->first_iter;
+          n++;
+        }
+        if (x->first_iter < ph[i].start) ph[i].start = x->first_iter;
+        if (x->planned_iters && x->first_iter + x->planned_iters > ph[i].end)
+          ph[i].end = x->first_iter + x->planned_iters;
+      }
+    }
+  }
+  c->done_iters = done;
+  if (!n) {
+    ph[0].name[0] = '\0';
+    ph[0].start = 0;
+    ph[0].end = c->cfg->iterations;
+    n = 1;
+  }
+  /* In execution order. */
+  for (size_t i = 1; i < n; i++)
+    for (size_t k = i; k > 0 && ph[k].start < ph[k - 1].start; k--) {
+      run_phase_info t = ph[k];
+      ph[k] = ph[k - 1];
+      ph[k - 1] = t;
+    }
+  if (!ph[n - 1].end && c->cfg->iterations) ph[n - 1].end = c->cfg->iterations;
+  c->total_iters = ph[n - 1].end;
+  for (size_t i = 0; i < n; i++)
+    if (!ph[i].end) {
+      c->total_iters = 0;
+      return 0;
+    }
+  return n;
+}
+
+/* Global samples per iteration (per rank for rank-batch scaling): the
+ * config's, else what the latest launch's ranks reported. */
+static double run_batch(run_ctx *c) {
+  if (c->cfg->batch > 0) return c->cfg->batch;
+  for (int l = c->nl - 1; l >= 0; l--) {
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
+    double sum = 0, r0 = 0;
+    for (size_t r = 0; r < nr; r++) {
+      double mx = 0;
+      for (size_t i = rs[r]->n_pis > 8 ? rs[r]->n_pis - 8 : 0; i < rs[r]->n_pis; i++)
+        if ((double)rs[r]->pis[i].samples > mx) mx = (double)rs[r]->pis[i].samples;
+      sum += mx;
+      if (!r0) r0 = mx;
+    }
+    if (sum > 0) return c->cfg->scaling == RUN_SCALING_RANK_BATCH ? r0 : sum;
+  }
+  return 0;
+}
+
+/* Mean wall time of the latest PIs of the current launch (0: none). */
+static double run_recent_pi_s(run_ctx *c) {
+  run_launch *L = run_cur(c);
+  if (!L) return 0;
+  const intake_rank *k = intake_rank_find(L->in, 0);
+  if (!k || !k->n_pis) return 0;
+  double s = 0;
+  size_t m = 0;
+  for (size_t i = k->n_pis > 5 ? k->n_pis - 5 : 0; i < k->n_pis; i++, m++)
+    s += (double)k->pis[i].wall_ns / 1e9;
+  return s / (double)m;
+}
+
+/* First PI end over the ranks of a launch (0: none yet); *init_begin_s
+ * gets the earliest INIT_BEGIN.  all: every rank must have one. */
+static double run_first_pi_s(const run_launch *L, double *init_begin_s) {
+  size_t nr = 0;
+  const intake_rank *const *rs = intake_ranks(L->in, &nr);
+  double first = 0, ib = 0;
+  if (nr < L->nhosts) return 0;
+  for (size_t r = 0; r < nr; r++) {
+    if (!rs[r]->n_pis) return 0;
+    double e = run_pi_end_s(&rs[r]->pis[0]);
+    if (!first || e < first) first = e;
+    double b = (double)rs[r]->init_begin_ns / 1e9;
+    if (b > 0 && (!ib || b < ib)) ib = b;
+  }
+  if (init_begin_s) *init_begin_s = ib;
+  return first;
+}
+
+/* ---- the policy ------------------------------------------------------- */
+
+typedef struct {
+  policy_series_t *series;
+  policy_pi_t *pis;
+  size_t n_series;
+  policy_type_t types[POLICY_MAX_TYPES];
+  policy_node_t nodes[POLICY_MAX_NODES];
+  size_t node_idx[POLICY_MAX_NODES];
+  policy_phase_t phases[POLICY_MAX_PHASES];
+  run_phase_info ph[POLICY_MAX_PHASES];
+  policy_input_t in;
+} run_input;
+
+static void run_input_free(run_input *ri) {
+  free(ri->series);
+  free(ri->pis);
+  ri->series = NULL;
+  ri->pis = NULL;
+}
+
+/* Setup time of a type: measured request -> ready of its nodes, else the
+ * catalog's boot delay plus the staging time seen so far. */
+static double run_setup_s(run_ctx *c, const catalog_type *t) {
+  double sum = 0, stage = 0;
+  int n = 0, ns = 0;
+  for (size_t i = 0; i < c->nn; i++) {
+    const provider_node *p = &c->nodes[i].pn;
+    if (p->ready_s > 0 && p->requested_s > 0) {
+      if (!strcmp(p->type, t->name)) {
+        sum += p->ready_s - p->requested_s;
+        n++;
+      }
+      stage += p->stage_s;
+      ns++;
+    }
+  }
+  if (n) return sum / n;
+  return t->boot_delay_s + (ns ? stage / ns : 0.1);
+}
+
+/* Builds the policy's input from every launch; 0, or PM_EAGAIN when the
+ * job's length or batch is not known yet. */
+static int run_input_build(run_ctx *c, double now, run_input *ri) {
+  memset(ri, 0, sizeof *ri);
+  policy_input_t *in = &ri->in;
+  size_t nph = run_phases(c, ri->ph, POLICY_MAX_PHASES);
+  if (!nph) return PM_EAGAIN;
+  c->batch = run_batch(c);
+  if (!(c->batch > 0)) return PM_EAGAIN;
+  for (size_t i = 0; i < nph; i++) {
+    ri->phases[i].name = ri->ph[i].name;
+    ri->phases[i].iters_total = (double)(ri->ph[i].end - ri->ph[i].start);
+    double d = (double)c->done_iters - (double)ri->ph[i].start;
+    ri->phases[i].iters_done = d < 0 ? 0 : d > ri->phases[i].iters_total ? ri->phases[i].iters_total : d;
+  }
+  /* Series: one per (launch, rank, phase). */
+  size_t npis = 0, nser = 0;
+  for (int l = 0; l < c->nl; l++) {
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
+    for (size_t r = 0; r < nr; r++) {
+      npis += rs[r]->n_pis;
+      nser += rs[r]->n_phases + 1;
+    }
+  }
+  ri->series = calloc(nser ? nser : 1, sizeof *ri->series);
+  ri->pis = calloc(npis ? npis : 1, sizeof *ri->pis);
+  if (!ri->series || !ri->pis) return PM_ENOMEM;
+  size_t used = 0;
+  for (int l = 0; l < c->nl; l++) {
+    const run_launch *L = &c->launches[l];
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(L->in, &nr);
+    for (size_t r = 0; r < nr; r++) {
+      const intake_rank *k = rs[r];
+      const char *type = run_node_type(c, k->node);
+      if (!type || !k->n_pis) continue;
+      for (int32_t p = -1; p < (int32_t)k->n_phases; p++) {
+        policy_series_t *s = &ri->series[ri->n_series];
+        s->pis = ri->pis + used;
+        for (size_t i = 0; i < k->n_pis; i++) {
+          const intake_pi *x = &k->pis[i];
+          if (x->phase != p) continue;
+          policy_pi_t *y = &ri->pis[used++];
+          y->t_s = run_pi_end_s(x);
+          y->compute_s = (double)x->compute_ns / 1e9;
+          y->comm_s = (double)x->comm_ns / 1e9;
+          y->samples = (double)x->samples;
+          s->n_pis++;
+        }
+        if (!s->n_pis) continue;
+        s->type = type;
+        s->phase = p >= 0 ? k->phases[p].name : NULL;
+        s->launch = l;
+        s->nodes = (int)L->nhosts;
+        s->batch_per_rank = c->cfg->scaling == RUN_SCALING_RANK_BATCH
+                                ? c->batch
+                                : c->batch / (double)L->nhosts;
+        ri->n_series++;
+      }
+    }
+  }
+  size_t nt = 0;
+  for (size_t t = 0; t < c->cat->ntypes && nt < POLICY_MAX_TYPES; t++) {
+    const catalog_type *ct = &c->cat->types[t];
+    policy_type_t *y = &ri->types[nt++];
+    y->name = ct->name;
+    y->price_usd_per_hour = ct->price_usd_per_hour;
+    y->billing_granularity_s = ct->billing_granularity_s;
+    y->setup_s = run_setup_s(c, ct);
+    y->speed_hint = ct->cpu_fraction; /* the local emulation's real speed */
+  }
+  const run_launch *L = run_cur(c);
+  size_t nn = 0;
+  for (size_t i = 0; L && i < L->nhosts && nn < POLICY_MAX_NODES; i++) {
+    const run_node *n = &c->nodes[L->host[i]];
+    ri->nodes[nn].type = n->pn.type;
+    ri->nodes[nn].requested_s = n->pn.requested_s;
+    ri->node_idx[nn++] = L->host[i];
+  }
+  double spent = 0;
+  for (size_t i = 0; i < c->nn; i++) spent += provider_node_cost_usd(&c->nodes[i].pn, now);
+  /* Downtime parts: measured at earlier switches, else estimated from
+   * the job's own first start (relaunch + init) and its PI time (the
+   * agreed stop lands one or two PIs after the request). */
+  double ck = 0, rs = 0;
+  int k = 0;
+  for (int s = 0; s < c->nsw; s++)
+    if (c->sw[s].done) {
+      ck += c->sw[s].ckpt_s - c->sw[s].stop_req_s;
+      rs += c->sw[s].first_pi_s - c->sw[s].exit_s;
+      k++;
+    }
+  if (k) {
+    ck /= k;
+    rs /= k;
+  } else {
+    ck = 2 * run_recent_pi_s(c) + 0.2;
+    double first = run_first_pi_s(&c->launches[0], NULL);
+    rs = first > 0 ? first - c->launches[0].spawn_s : 2.0;
+  }
+  in->now_s = now;
+  in->series = ri->series;
+  in->n_series = ri->n_series;
+  in->types = ri->types;
+  in->n_types = nt;
+  in->nodes = ri->nodes;
+  in->n_nodes = nn;
+  in->phases = ri->phases;
+  in->n_phases = nph;
+  in->scaling = c->cfg->scaling == RUN_SCALING_RANK_BATCH ? POLICY_SCALE_RANK_BATCH
+                                                           : POLICY_SCALE_GLOBAL_BATCH;
+  in->batch = c->batch;
+  in->spent_usd = spent;
+  in->checkpoint_s = ck > 0 ? ck : 0;
+  in->restart_s = rs > 0 ? rs : 0;
+  in->last_change_s = L ? L->spawn_s : c->t0;
+  in->n_switches = c->nsw;
+  return 0;
+}
+
+static void run_switch_begin(run_ctx *c, const run_input *ri, const policy_decision_t *d) {
+  run_launch *L = run_cur(c);
+  run_switch *s = &c->sw[c->nsw];
+  memset(s, 0, sizeof *s);
+  s->from_launch = c->nl - 1;
+  s->decide_s = d->now_s;
+  snprintf(s->action, sizeof s->action, "%s", policy_action_name(d->action));
+  run_composition(c, L->host, L->nhosts, s->from, sizeof s->from);
+  size_t before = c->nn;
+  if (d->add_count > 0 &&
+      run_nodes_start(c, d->add_type, (unsigned)d->add_count, 1)) {
+    /* Nothing changes; the policy will be asked again later. */
+    json_object *o = run_jrec("switch_failed");
+    json_object_object_add(o, "reason", json_object_new_string(c->p->err));
+    run_jput(c, o, 1);
+    c->next_decide_s = d->now_s + 3 * c->cfg->interval_s;
+    return;
+  }
+  for (int i = 0; i < d->n_remove; i++) c->nodes[ri->node_idx[d->remove[i]]].leaving = 1;
+  /* Target composition: members that stay, then the new ones. */
+  size_t idx[RUN_CONFIG_NODES_MAX], n = 0;
+  for (size_t i = 0; i < L->nhosts; i++)
+    if (!c->nodes[L->host[i]].leaving) idx[n++] = L->host[i];
+  for (size_t i = before; i < c->nn && n < RUN_CONFIG_NODES_MAX; i++) idx[n++] = i;
+  run_composition(c, idx, n, s->to, sizeof s->to);
+  c->nsw++;
+  json_object *o = run_jrec("switch_begin");
+  json_object_object_add(o, "from", json_object_new_string(s->from));
+  json_object_object_add(o, "to", json_object_new_string(s->to));
+  json_object *ids = json_object_new_array();
+  for (size_t i = before; i < c->nn; i++)
+    json_object_array_add(ids, json_object_new_string(c->nodes[i].pn.id));
+  json_object_object_add(o, "new_nodes", ids);
+  run_jput(c, o, 1);
+  run_say(c, LOG_INFO, "run: %s: %s -> %s (%s); new nodes set up while the job trains",
+          s->action, s->from, s->to, d->reason);
+  c->state = RUN_SETUP;
+}
+
+static void run_decide(run_ctx *c, double now) {
+  static run_input ri;
+  int rc = run_input_build(c, now, &ri);
+  if (rc) {
+    run_input_free(&ri);
+    if (rc != PM_EAGAIN) run_say(c, LOG_WARN, "run: policy input: %s", pm_strerror(rc));
+    return;
+  }
+  policy_decision_t *d = &c->last;
+  rc = policy_decide(&ri.in, &c->pcfg, d);
+  if (rc) {
+    run_say(c, LOG_WARN, "run: policy refused its input: %s", pm_strerror(rc));
+    run_input_free(&ri);
+    return;
+  }
+  c->have_last = 1;
+  json_object *o = NULL;
+  if (policy_decision_to_json(d, &o) == 0) {
+    json_object_object_add(o, "ev", json_object_new_string("decision"));
+    json_object_object_add(o, "launch", json_object_new_int(c->nl - 1));
+    json_object_object_add(o, "iterations_done", json_object_new_int64((int64_t)c->done_iters));
+    run_jput(c, o, 0);
+  }
+  int acts = d->action == POLICY_SWITCH || d->action == POLICY_PROBE;
+  if (c->ndec < RUN_DECISIONS_MAX) {
+    run_decision_rec *r = &c->dec[c->ndec++];
+    memset(r, 0, sizeof *r);
+    r->t_s = now;
+    r->action = d->action;
+    r->reason = d->reason;
+    const policy_prediction_t *p = acts && d->has_target ? &d->target : &d->stay;
+    r->predicted_s = p->time_s > 0 ? p->time_s : NAN;
+    r->predicted_usd = p->total_usd;
+    if (acts)
+      snprintf(r->change, sizeof r->change, "+%dx%s -%d", d->add_count, d->add_type, d->n_remove);
+  }
+  if (acts && !c->can_resume) {
+    if (c->ndec == 1 || c->dec[c->ndec - 2].action != d->action)
+      run_say(c, LOG_WARN, "run: the policy would %s, but job.resume is not set: staying",
+              policy_action_name(d->action));
+  } else if (acts && (d->add_count > 0 || d->n_remove > 0)) {
+    run_switch_begin(c, &ri, d);
+  }
+  run_input_free(&ri);
+}
+
+/* ---- the switch ------------------------------------------------------ */
+
+static const intake_checkpoint *run_checkpoint_after(const run_launch *L, double t_s) {
+  size_t nr = 0;
+  const intake_rank *const *rs = intake_ranks(L->in, &nr);
+  const intake_checkpoint *best = NULL;
+  for (size_t r = 0; r < nr; r++)
+    for (size_t i = 0; i < rs[r]->n_checkpoints; i++) {
+      const intake_checkpoint *k = &rs[r]->checkpoints[i];
+      /* Rank clocks are this host's: a small slack covers rounding. */
+      if ((double)k->t_ns / 1e9 + 0.05 >= t_s && (!best || k->iter > best->iter)) best = k;
+    }
+  return best;
+}
+
+/* The stopped job left a checkpoint: relaunch on the new set, then let
+ * the leaving nodes go. */
+static int run_switch_relaunch(run_ctx *c, const intake_checkpoint *ck) {
+  run_launch *old = run_cur(c);
+  run_switch *s = &c->sw[c->nsw - 1];
+  s->ckpt_s = (double)ck->t_ns / 1e9;
+  s->exit_s = old->exit_s;
+  if (c->nl == RUN_LAUNCHES_MAX) {
+    run_say(c, LOG_ERR, "run: more than %d launches", RUN_LAUNCHES_MAX);
+    return PM_ENOSPC;
+  }
+  run_launch *L = &c->launches[c->nl];
+  memset(L, 0, sizeof *L);
+  L->pidfd = -1;
+  for (size_t i = 0; i < old->nhosts; i++)
+    if (!c->nodes[old->host[i]].leaving) L->host[L->nhosts++] = old->host[i];
+  for (size_t i = 0; i < c->nn; i++)
+    if (c->nodes[i].incoming && !c->nodes[i].stopped && L->nhosts < RUN_CONFIG_NODES_MAX)
+      L->host[L->nhosts++] = i;
+  int rc = run_launch_start(c, L, ck->path);
+  if (rc) return rc;
+  s->to_launch = c->nl - 1;
+  for (size_t i = 0; i < c->nn; i++) {
+    run_node *n = &c->nodes[i];
+    if (n->leaving) {
+      n->member = 0;
+      run_node_stop(c, n);
+    }
+    if (n->incoming) n->member = 1;
+    n->incoming = n->leaving = 0;
+  }
+  c->state = RUN_RUNNING;
+  c->next_decide_s = clock_real_s() + c->cfg->interval_s;
+  return 0;
+}
+
+/* The first PI on the new set closes the switch: journal its downtime. */
+static void run_switch_check_done(run_ctx *c) {
+  if (!c->nsw) return;
+  run_switch *s = &c->sw[c->nsw - 1];
+  if (s->done || !s->exit_s || s->to_launch <= 0) return;
+  double ib = 0, first = run_first_pi_s(&c->launches[s->to_launch], &ib);
+  if (!first) return;
+  s->init_begin_s = ib > 0 ? ib : s->exit_s;
+  s->first_pi_s = first;
+  s->done = 1;
+  json_object *o = run_jrec("switch_done");
+  json_object_object_add(o, "from", json_object_new_string(s->from));
+  json_object_object_add(o, "to", json_object_new_string(s->to));
+  json_object_object_add(o, "setup_s", json_object_new_double(s->ready_s - s->decide_s));
+  json_object_object_add(o, "checkpoint_s", json_object_new_double(s->ckpt_s - s->stop_req_s));
+  json_object_object_add(o, "restart_s", json_object_new_double(s->init_begin_s - s->exit_s));
+  json_object_object_add(o, "reinit_s", json_object_new_double(s->first_pi_s - s->init_begin_s));
+  json_object_object_add(o, "downtime_s", json_object_new_double(s->first_pi_s - s->stop_req_s));
+  run_jput(c, o, 1);
+  run_say(c, LOG_INFO,
+          "run: switch %d done: %s -> %s, setup %.2f s (while training), checkpoint %.2f s, "
+          "restart %.2f s, re-init %.2f s",
+          c->nsw, s->from, s->to, s->ready_s - s->decide_s, s->ckpt_s - s->stop_req_s,
+          s->init_begin_s - s->exit_s, s->first_pi_s - s->init_begin_s);
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+static void run_status(run_ctx *c, double now, int force) {
+  double every = c->tty ? RUN_STATUS_TTY_S : RUN_STATUS_LOG_S;
+  if (!force && now - c->last_status_s < every) return;
+  c->last_status_s = now;
+  run_launch *L = run_cur(c);
+  char comp[256] = "-", pis[256] = "", eta[32] = "?", total[32] = "?";
+  if (L) run_composition(c, L->host, L->nhosts, comp, sizeof comp);
+  uint64_t epoch = 0;
+  const char *phase = "";
+  for (int l = 0; l < c->nl; l++) {
+    const intake_rank *k = intake_rank_find(c->launches[l].in, 0);
+    if (k && k->n_epochs && k->epochs[k->n_epochs - 1].epoch + 1 > epoch)
+      epoch = k->epochs[k->n_epochs - 1].epoch + 1;
+    if (k && k->n_phases && l == c->nl - 1) phase = k->phases[k->n_phases - 1].name;
+  }
+  double spent = 0;
+  for (size_t i = 0; i < c->nn; i++) spent += provider_node_cost_usd(&c->nodes[i].pn, now);
+  if (c->have_last) {
+    const policy_decision_t *d = &c->last;
+    size_t off = 0;
+    for (size_t i = 0; i < d->estimates.n && off < sizeof pis; i++) {
+      const policy_estimate_t *e = &d->estimates.est[i];
+      if (strcmp(e->phase, phase)) continue;
+      double per_rank = c->cfg->scaling == RUN_SCALING_RANK_BATCH
+                            ? c->batch
+                            : c->batch / (double)(L ? L->nhosts : 1);
+      off += (size_t)snprintf(pis + off, sizeof pis - off, " %s=%.3fs%s", e->type,
+                              e->s_per_sample * per_rank, e->settled ? "" : "?");
+    }
+    const policy_prediction_t *p =
+        c->state != RUN_RUNNING && d->has_target ? &d->target : &d->stay;
+    if (p->end_s > 0) {
+      snprintf(eta, sizeof eta, "%.0fs", p->end_s - now > 0 ? p->end_s - now : 0);
+      snprintf(total, sizeof total, "$%.5f", p->total_usd);
+    }
+  }
+  char line[768];
+  snprintf(line, sizeof line,
+           "iter %llu/%llu epoch %llu %s%s [%s] %s PI:%s ETA %s cost $%.5f -> %s",
+           (unsigned long long)c->done_iters, (unsigned long long)c->total_iters,
+           (unsigned long long)epoch, phase[0] ? "phase " : "", phase,
+           run_state_names[c->state], comp, pis[0] ? pis : " -", eta, spent, total);
+  if (c->tty) {
+    fprintf(stderr, "\r\033[K%.*s", 200, line);
+    fflush(stderr);
+    c->status_shown = 1;
+  } else {
+    log_info("run: %s", line);
+  }
+}
+
+/* ---- the report -------------------------------------------------------- */
+
+static void run_metrics_write(run_ctx *c) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/metrics.csv", c->run_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    run_say(c, LOG_WARN, "run: cannot write %s: %s", path, strerror(errno));
+    return;
+  }
+  fprintf(f, "launch,rank,node,type,phase,iteration,t_begin,compute_s,comm_s,total_s,samples\n");
+  for (int l = 0; l < c->nl; l++) {
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
+    for (size_t r = 0; r < nr; r++) {
+      const intake_rank *k = rs[r];
+      const char *type = run_node_type(c, k->node);
+      for (size_t i = 0; i < k->n_pis; i++) {
+        const intake_pi *x = &k->pis[i];
+        fprintf(f, "%d,%u,%s,%s,%s,%llu,%.6f,%.6f,%.6f,%.6f,%llu\n", l, k->rank, k->node,
+                type ? type : "", x->phase >= 0 && (size_t)x->phase < k->n_phases
+                                      ? k->phases[x->phase].name : "",
+                (unsigned long long)x->iter, (double)x->t_begin_ns / 1e9 - c->t0,
+                (double)x->compute_ns / 1e9, (double)x->comm_ns / 1e9, (double)x->wall_ns / 1e9,
+                (unsigned long long)x->samples);
+      }
+    }
+  }
+  if (fclose(f)) run_say(c, LOG_WARN, "run: writing %s failed", path);
+}
+
+static double run_cost_total(run_ctx *c, double now) {
+  double s = 0;
+  for (size_t i = 0; i < c->nn; i++) s += provider_node_cost_usd(&c->nodes[i].pn, now);
+  return s;
+}
+
+static void run_report(run_ctx *c, int exit_status, run_result *res) {
+  double now = clock_real_s();
+  for (size_t i = 0; i < c->nn; i++) c->p->ops->alive(c->p, c->nodes[i].pn.id, &c->nodes[i].pn);
+  double end = c->end_s > 0 ? c->end_s : now;
+  double total_s = end - c->t0, cost = run_cost_total(c, now);
+  res->total_s = total_s;
+  res->cost_usd = cost;
+  res->launches = c->nl;
+  int done = 0;
+  for (int s = 0; s < c->nsw; s++) done += c->sw[s].done;
+  res->switches = done;
+  run_metrics_write(c);
+
+  /* Final per-type estimates over everything measured. */
+  static run_input ri;
+  static policy_estimates_t est;
+  int have_est = run_input_build(c, end, &ri) == 0 && policy_estimate(&ri.in, &c->pcfg, &est) == 0;
+
+  json_object *r = json_object_new_object();
+  json_object_object_add(r, "run_dir", json_object_new_string(c->run_dir));
+  json_object_object_add(r, "config", json_object_new_string(c->cfg->path));
+  json_object_object_add(r, "policy", json_object_new_string(c->cfg->policy_name));
+  json_object_object_add(r, "objective", json_object_new_string(c->cfg->objective));
+  json_object_object_add(r, "exit_status", json_object_new_int(exit_status));
+  json_object_object_add(r, "total_s", json_object_new_double(total_s));
+  json_object_object_add(r, "cost_usd", json_object_new_double(cost));
+  json_object_object_add(r, "iterations", json_object_new_int64((int64_t)c->done_iters));
+  json_object_object_add(r, "switches", json_object_new_int(done));
+  json_object *ls = json_object_new_array();
+  for (int l = 0; l < c->nl; l++) {
+    const run_launch *L = &c->launches[l];
+    json_object *o = json_object_new_object();
+    char comp[256];
+    run_composition(c, L->host, L->nhosts, comp, sizeof comp);
+    json_object_object_add(o, "cluster", json_object_new_string(comp));
+    json_object_object_add(o, "start_s", json_object_new_double(L->spawn_s - c->t0));
+    json_object_object_add(o, "end_s", json_object_new_double(L->exit_s ? L->exit_s - c->t0 : -1));
+    json_object_object_add(o, "status", json_object_new_int(L->status));
+    if (L->resumed_from[0])
+      json_object_object_add(o, "resumed_from", json_object_new_string(L->resumed_from));
+    json_object_array_add(ls, o);
+  }
+  json_object_object_add(r, "launches", ls);
+  json_object *ns = json_object_new_array();
+  for (size_t i = 0; i < c->nn; i++) {
+    const provider_node *p = &c->nodes[i].pn;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(p->id));
+    json_object_object_add(o, "type", json_object_new_string(p->type));
+    json_object_object_add(o, "state", json_object_new_string(provider_state_name(p->state)));
+    json_object_object_add(o, "setup_s",
+                           json_object_new_double(p->ready_s > 0 ? p->ready_s - p->requested_s : -1));
+    json_object_object_add(o, "alive_s", json_object_new_double(
+        (p->terminated_s > 0 ? p->terminated_s : now) - p->requested_s));
+    json_object_object_add(o, "cost_usd", json_object_new_double(provider_node_cost_usd(p, now)));
+    json_object_array_add(ns, o);
+  }
+  json_object_object_add(r, "nodes", ns);
+  json_object *ss = json_object_new_array();
+  for (size_t i = 0; have_est && i < est.n; i++) {
+    const policy_estimate_t *e = &est.est[i];
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string(e->type));
+    json_object_object_add(o, "phase", json_object_new_string(e->phase));
+    json_object_object_add(o, "nodes", json_object_new_int(e->nodes));
+    json_object_object_add(o, "s_per_sample", json_object_new_double(e->s_per_sample));
+    double per_rank = ri.in.scaling == POLICY_SCALE_RANK_BATCH ? ri.in.batch
+                                                               : ri.in.batch / (e->nodes ? e->nodes : 1);
+    json_object_object_add(o, "compute_pi_s", json_object_new_double(e->s_per_sample * per_rank));
+    json_object_object_add(o, "warmup_pis", json_object_new_int64((int64_t)e->warmup_pis));
+    json_object_object_add(o, "pis_used", json_object_new_int64((int64_t)e->n_used));
+    json_object_object_add(o, "steady", json_object_new_boolean(e->steady));
+    json_object_array_add(ss, o);
+  }
+  json_object_object_add(r, "steady_pi", ss);
+  json_object *sws = json_object_new_array();
+  for (int s = 0; s < c->nsw; s++) {
+    const run_switch *w = &c->sw[s];
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "from", json_object_new_string(w->from));
+    json_object_object_add(o, "to", json_object_new_string(w->to));
+    json_object_object_add(o, "decided_at_s", json_object_new_double(w->decide_s - c->t0));
+    json_object_object_add(o, "done", json_object_new_boolean(w->done));
+    if (w->done) {
+      json_object_object_add(o, "setup_s", json_object_new_double(w->ready_s - w->decide_s));
+      json_object_object_add(o, "checkpoint_s", json_object_new_double(w->ckpt_s - w->stop_req_s));
+      json_object_object_add(o, "restart_s", json_object_new_double(w->init_begin_s - w->exit_s));
+      json_object_object_add(o, "reinit_s", json_object_new_double(w->first_pi_s - w->init_begin_s));
+      json_object_object_add(o, "downtime_s", json_object_new_double(w->first_pi_s - w->stop_req_s));
+    }
+    json_object_array_add(sws, o);
+  }
+  json_object_object_add(r, "switches_detail", sws);
+  json_object *ds = json_object_new_array();
+  for (size_t i = 0; i < c->ndec; i++) {
+    const run_decision_rec *d = &c->dec[i];
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "at_s", json_object_new_double(d->t_s - c->t0));
+    json_object_object_add(o, "action", json_object_new_string(policy_action_name(d->action)));
+    json_object_object_add(o, "reason", json_object_new_string(d->reason ? d->reason : ""));
+    if (d->change[0]) json_object_object_add(o, "change", json_object_new_string(d->change));
+    if (isfinite(d->predicted_s)) {
+      json_object_object_add(o, "predicted_remaining_s", json_object_new_double(d->predicted_s));
+      json_object_object_add(o, "predicted_total_usd", json_object_new_double(d->predicted_usd));
+    }
+    if (exit_status == 0)
+      json_object_object_add(o, "actual_remaining_s", json_object_new_double(end - d->t_s));
+    json_object_array_add(ds, o);
+  }
+  json_object_object_add(r, "decisions", ds);
+  const char *text = json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY);
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/report.json", c->run_dir);
+  if (util_write_file_atomic(path, text, strlen(text)))
+    run_say(c, LOG_WARN, "run: cannot write %s", path);
+  json_object_put(r);
+
+  /* The summary on the terminal. */
+  run_status_clear(c);
+  FILE *f = c->out;
+  char first[256] = "-", last[256] = "-";
+  if (c->nl) {
+    run_composition(c, c->launches[0].host, c->launches[0].nhosts, first, sizeof first);
+    run_launch *L = run_cur(c);
+    run_composition(c, L->host, L->nhosts, last, sizeof last);
+  }
+  fprintf(f, "run: %s\n", c->run_dir);
+  fprintf(f, "job: %s after %llu iterations in %.1f s; %d launch%s, %d switch%s; cost $%.6f "
+             "(%zu node%s)\n",
+          exit_status == 0 ? "done" : "FAILED", (unsigned long long)c->done_iters, total_s, c->nl,
+          c->nl == 1 ? "" : "es", done, done == 1 ? "" : "es", cost, c->nn, c->nn == 1 ? "" : "s");
+  fprintf(f, "cluster: %s -> %s (policy %s, objective %s)\n", first, last, c->cfg->policy_name,
+          c->cfg->objective);
+  for (int s = 0; s < c->nsw; s++) {
+    const run_switch *w = &c->sw[s];
+    if (!w->done) {
+      fprintf(f, "switch %d at %.1f s: %s -> %s: not completed\n", s + 1, w->decide_s - c->t0,
+              w->from, w->to);
+      continue;
+    }
+    fprintf(f,
+            "switch %d at %.1f s: %s -> %s: setup %.2f s while training; downtime %.2f s = "
+            "checkpoint %.2f + restart %.2f + re-init %.2f\n",
+            s + 1, w->decide_s - c->t0, w->from, w->to, w->ready_s - w->decide_s,
+            w->first_pi_s - w->stop_req_s, w->ckpt_s - w->stop_req_s, w->init_begin_s - w->exit_s,
+            w->first_pi_s - w->init_begin_s);
+  }
+  if (have_est) {
+    fprintf(f, "steady compute time per PI (per rank, at the cluster size measured):\n");
+    for (size_t i = 0; i < est.n; i++) {
+      const policy_estimate_t *e = &est.est[i];
+      double per_rank = ri.in.scaling == POLICY_SCALE_RANK_BATCH
+                            ? ri.in.batch
+                            : ri.in.batch / (e->nodes ? e->nodes : 1);
+      fprintf(f, "  %-14s %-10s %8.4f s  (%d nodes, %zu PIs used, %zu warm-up, %s)\n", e->type,
+              e->phase[0] ? e->phase : "-", e->s_per_sample * per_rank, e->nodes, e->n_used,
+              e->warmup_pis, e->steady ? "steady" : e->settled ? "settled" : "not settled");
+    }
+  }
+  run_input_free(&ri);
+  /* Decisions: every action, and the waits/stays around them, thinned. */
+  size_t shown = 0, step = c->ndec > 12 ? c->ndec / 12 : 1;
+  fprintf(f, "decisions (remaining time: predicted vs actual):\n");
+  for (size_t i = 0; i < c->ndec; i++) {
+    const run_decision_rec *d = &c->dec[i];
+    int acts = d->action == POLICY_SWITCH || d->action == POLICY_PROBE;
+    if (!acts && i % step && i + 1 != c->ndec) continue;
+    char pred[32] = "-", act[32] = "-";
+    if (isfinite(d->predicted_s)) snprintf(pred, sizeof pred, "%.1f s", d->predicted_s);
+    if (exit_status == 0) snprintf(act, sizeof act, "%.1f s", end - d->t_s);
+    fprintf(f, "  t=%6.1f s  %-6s predicted %-9s actual %-9s %s%s%s\n", d->t_s - c->t0,
+            policy_action_name(d->action), pred, act, d->reason ? d->reason : "",
+            d->change[0] ? ": " : "", d->change);
+    shown++;
+  }
+  if (!shown) fprintf(f, "  (none: the job ended before the first decision)\n");
+  fprintf(f, "report: %s/report.json, metrics: %s/metrics.csv\n", c->run_dir, c->run_dir);
+  fflush(f);
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+/* The current launch exited; what now?  Returns 1 when the run is over. */
+static int run_on_exit(run_ctx *c, int *exit_status) {
+  run_launch *L = run_cur(c);
+  run_launch_reap(L);
+  json_object *o = run_jrec("job_exit");
+  json_object_object_add(o, "launch", json_object_new_int(c->nl - 1));
+  json_object_object_add(o, "status", json_object_new_int(L->status));
+  run_jput(c, o, 1);
+  if (L->status != 0) {
+    run_say(c, LOG_ERR, "run: the job failed with status %d (log: %s)", L->status, L->log);
+    *exit_status = L->status;
+    return 1;
+  }
+  if (c->state == RUN_STOPPING) {
+    const intake_checkpoint *ck = run_checkpoint_after(L, L->stop_req_s);
+    if (ck) {
+      json_object *k = run_jrec("switch_checkpoint");
+      json_object_object_add(k, "path", json_object_new_string(ck->path));
+      json_object_object_add(k, "iter", json_object_new_int64((int64_t)ck->iter));
+      run_jput(c, k, 0);
+      if (run_switch_relaunch(c, ck)) {
+        *exit_status = 1;
+        return 1;
+      }
+      return 0;
+    }
+    run_phases(c, (run_phase_info[POLICY_MAX_PHASES]){0}, POLICY_MAX_PHASES);
+    if (!c->total_iters || c->done_iters < c->total_iters) {
+      run_say(c, LOG_ERR, "run: the job stopped without reporting a checkpoint (log: %s)", L->log);
+      *exit_status = 1;
+      return 1;
+    }
+    /* It reached its end before the agreed stop: nothing to move. */
+  }
+  *exit_status = 0;
+  return 1;
+}
+
+static int run_loop(run_ctx *c) {
+  int exit_status = 0;
+  for (;;) {
+    run_launch *L = run_cur(c);
+    int r = intake_run_until(L->in, L->pidfd, RUN_POLL_MS);
+    if (r < 0) {
+      run_say(c, LOG_ERR, "run: intake loop failed: %s", pm_strerror(r));
+      return 1;
+    }
+    if (run_signal) return 128 + run_signal;
+    double now = clock_real_s();
+    if (r == 1) {
+      if (run_on_exit(c, &exit_status)) {
+        c->end_s = run_cur(c)->exit_s;
+        return exit_status;
+      }
+      continue;
+    }
+    run_phases(c, (run_phase_info[POLICY_MAX_PHASES]){0}, POLICY_MAX_PHASES);
+    run_switch_check_done(c);
+    if (c->state == RUN_RUNNING && now >= c->next_decide_s) {
+      c->next_decide_s = now + c->cfg->interval_s;
+      run_decide(c, now);
+    }
+    if (c->state == RUN_SETUP) {
+      int ready = 0;
+      if (run_nodes_setup(c, 1, &ready)) {
+        /* The switch is off; the job goes on where it is. */
+        for (size_t i = 0; i < c->nn; i++) {
+          if (c->nodes[i].incoming) run_node_stop(c, &c->nodes[i]);
+          c->nodes[i].incoming = c->nodes[i].leaving = 0;
+        }
+        c->nsw--;
+        c->state = RUN_RUNNING;
+        c->next_decide_s = now + 3 * c->cfg->interval_s;
+      } else if (ready) {
+        run_switch *s = &c->sw[c->nsw - 1];
+        s->ready_s = now;
+        s->stop_req_s = now;
+        L->stop_req_s = now;
+        /* As soon as the ranks agree: burn-style apps stop at the
+         * iteration under way + 1, so no iteration is lost or redone. */
+        intake_request_stop(L->in, UINT64_MAX);
+        c->state = RUN_STOPPING;
+        run_say(c, LOG_INFO, "run: new nodes ready after %.2f s; stop requested at iteration %llu",
+                now - s->decide_s, (unsigned long long)c->done_iters);
+      }
+    }
+    if (c->state == RUN_STOPPING && now - L->stop_req_s > c->cfg->stop_timeout_s) {
+      run_say(c, LOG_ERR, "run: the job did not stop within job.stop_timeout_s = %g s",
+              c->cfg->stop_timeout_s);
+      return 1;
+    }
+    run_status(c, now, 0);
+  }
+}
+
+static int run_policy_cfg(run_ctx *c) {
+  policy_cfg_default(&c->pcfg);
+  if (policy_kind_from_name(c->cfg->policy_name, &c->pcfg.kind) ||
+      policy_objective_from_name(c->cfg->objective, &c->pcfg.objective))
+    return PM_EINVAL;
+  c->pcfg.deadline_s = c->cfg->deadline_s > 0 ? c->t0 + c->cfg->deadline_s : 0;
+  c->pcfg.budget_usd = c->cfg->budget_usd;
+  c->pcfg.min_nodes = c->cfg->min_nodes;
+  c->pcfg.max_nodes = c->cfg->max_nodes;
+  c->pcfg.margin_rel = c->cfg->margin;
+  c->pcfg.steady.confidence = c->cfg->confidence;
+  c->pcfg.clapbot_period_s = c->cfg->interval_s;
+  return 0;
+}
+
+int run_execute(const run_opts *o, run_result *res) {
+  memset(res, 0, sizeof *res);
+  res->exit_status = 1;
+  if (!o || !o->cfg) return PM_EINVAL;
+  const run_config *cfg = o->cfg;
+  if (!cfg->has_job || !cfg->ncommand) {
+    log_err("run: %s: field 'job.command': missing (run needs a job)", cfg->path);
+    res->exit_status = 2;
+    return PM_EINVAL;
+  }
+  run_ctx *c = calloc(1, sizeof *c);
+  if (!c) return PM_ENOMEM;
+  c->dec = calloc(RUN_DECISIONS_MAX, sizeof *c->dec);
+  if (!c->dec) {
+    free(c);
+    return PM_ENOMEM;
+  }
+  c->o = o;
+  c->cfg = cfg;
+  c->out = o->out ? o->out : stdout;
+  c->tty = o->status_tty < 0 ? isatty(2) : o->status_tty;
+  c->can_resume = cfg->nresume > 0;
+  int rc = 0;
+  char err[2048] = "";
+  char catpath[PATH_MAX];
+  snprintf(catpath, sizeof catpath, "%s", cfg->catalog);
+  if (!catpath[0] && catalog_default_path(catpath, sizeof catpath)) {
+    log_err("run: no catalog: set 'catalog' in %s or PARAMOUNT_CATALOG (looked for %s)",
+            cfg->path, catpath);
+    res->exit_status = 2;
+    rc = PM_ENOENT;
+    goto done_ctx;
+  }
+  if ((rc = catalog_load(catpath, &c->cat, err, sizeof err)) ||
+      (rc = run_config_check_catalog(cfg, c->cat, err, sizeof err))) {
+    log_err("run: %s", err);
+    res->exit_status = 2;
+    goto done_cat;
+  }
+  if ((rc = util_run_dir_create(o->out_dir, c->run_dir, sizeof c->run_dir))) {
+    log_err("run: cannot create run directory %s: %s", o->out_dir ? o->out_dir : "under runs/",
+            rc == PM_EEXIST ? "it already holds a run" : pm_strerror(rc));
+    goto done_cat;
+  }
+  snprintf(res->run_dir, sizeof res->run_dir, "%s", c->run_dir);
+  if ((rc = util_token_generate(c->token)) || (rc = journal_open(c->run_dir, &c->j))) {
+    log_err("run: cannot start the run in %s: %s", c->run_dir, pm_strerror(rc));
+    goto done_cat;
+  }
+  c->t0 = clock_real_s();
+  if ((rc = run_policy_cfg(c))) goto done_journal;
+  json_object *jo = run_jrec("run_start");
+  json_object_object_add(jo, "config", json_object_new_string(cfg->path));
+  json_object_object_add(jo, "catalog", json_object_new_string(catpath));
+  json_object_object_add(jo, "provider", json_object_new_string(cfg->provider));
+  json_object_object_add(jo, "policy", json_object_new_string(cfg->policy_name));
+  json_object_object_add(jo, "objective", json_object_new_string(cfg->objective));
+  run_jput(c, jo, 1);
+  if (!c->can_resume && strcmp(cfg->policy_name, "static"))
+    log_warn("run: %s: job.resume is not set, so the job cannot be moved: the cluster stays "
+             "as it starts", cfg->path);
+
+  provider_opts po = {.run_dir = c->run_dir, .cat = c->cat, .paramount_bin = o->paramount_bin,
+                      .force = o->force || cfg->force};
+  if ((rc = provider_open(cfg->provider, &po, &c->p, err, sizeof err))) {
+    log_err("run: %s", err);
+    goto done_journal;
+  }
+  if ((rc = c->p->ops->mpi_agent(c->p, c->agent, sizeof c->agent))) {
+    log_err("run: %s", c->p->err);
+    goto done_provider;
+  }
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = run_on_signal;
+  sigemptyset(&sa.sa_mask);
+  run_signal = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+
+  fprintf(c->out, "run: %s\n", c->run_dir);
+  fflush(c->out);
+  int status = 1;
+  /* Provision: every node boots in the background at once. */
+  for (size_t g = 0; g < cfg->ngroups; g++)
+    if (run_nodes_start(c, cfg->groups[g].type, cfg->groups[g].count, 0)) goto fail;
+  for (size_t i = 0; i < c->nn; i++) c->nodes[i].member = 1;
+  for (;;) {
+    int ready = 0;
+    if (run_nodes_setup(c, 0, &ready)) goto fail;
+    if (ready) break;
+    if (run_signal) {
+      status = 128 + run_signal;
+      goto fail;
+    }
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  run_launch *L0 = &c->launches[0];
+  L0->pidfd = -1;
+  for (size_t i = 0; i < c->nn; i++) L0->host[L0->nhosts++] = i;
+  if (run_launch_start(c, L0, NULL)) goto fail;
+  c->next_decide_s = clock_real_s() + cfg->interval_s;
+  status = run_loop(c);
+  goto finish;
+fail:
+  if (run_signal) status = 128 + run_signal;
+finish:
+  run_status_clear(c);
+  if (c->nl) {
+    run_launch *L = run_cur(c);
+    if (!L->exited) {
+      run_say(c, LOG_INFO, "run: stopping the job");
+      run_launch_kill(L);
+      if (!c->end_s) c->end_s = clock_real_s();
+    }
+  }
+  if (!c->end_s) c->end_s = clock_real_s();
+  run_nodes_stop_all(c);
+  if (run_signal)
+    run_say(c, LOG_ERR, "run: interrupted by signal %d; every node is terminated", (int)run_signal);
+  json_object *je = run_jrec("run_end");
+  json_object_object_add(je, "status", json_object_new_int(status));
+  run_jput(c, je, 1);
+  run_report(c, status, res);
+  res->exit_status = status;
+  rc = status == 0 ? 0 : run_signal ? PM_EAGAIN : PM_ECHILD;
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  for (int l = 0; l < c->nl; l++) intake_close(c->launches[l].in);
+done_provider:
+  provider_close(c->p);
+done_journal:
+  journal_close(c->j);
+done_cat:
+  catalog_free(c->cat);
+done_ctx:
+  free(c->dec);
+  free(c);
+  return rc;
+}
