@@ -84,6 +84,11 @@ int journal_append(journal *j, struct json_object *rec) {
   const char *s = json_object_to_json_string_length(
       rec, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
   if (!s) return PM_ENOMEM;
+  return journal_append_line(j, s, n);
+}
+
+int journal_append_line(journal *j, const char *s, size_t n) {
+  if (!j || !s) return PM_EINVAL;
   if (n + 1 > JOURNAL_LINE_MAX) return PM_ETOOBIG;
   if (j->len + n + 1 > JOURNAL_BUF_CAP) {
     int rc = journal_flush(j);

@@ -24,6 +24,11 @@ int journal_open(const char *run_dir, journal **out);
  * journal_flush, durable after journal_sync. */
 int journal_append(journal *j, struct json_object *rec);
 
+/* Appends one record the caller rendered itself: line[0..len) is one JSON
+ * object with "ev" and "t", without the newline (not checked: for hot
+ * paths, such as the intake's PI records, that bypass json-c). */
+int journal_append_line(journal *j, const char *line, size_t len);
+
 /* Writes the buffer out (one write(2) per call, O_APPEND). */
 int journal_flush(journal *j);
 
