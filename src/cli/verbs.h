@@ -11,3 +11,4 @@ VERB("up", cmd_up, "start a cluster of local nodes from a config, without a job"
 VERB("nodes", cmd_nodes, "list a run's nodes: type, state, age, setup time, cost so far")
 VERB("down", cmd_down, "terminate every node of a run (idempotent, works after a crash)")
 VERB("node-exec", cmd_node_exec, "run a command inside a local node (also mpirun's rsh agent)")
+VERB("report", cmd_report, "rebuild a run's metrics.csv, report.json and report.html from its journal")

@@ -1,0 +1,706 @@
+/* model.c - folds a run's journal into the report's run model.
+ *
+ * Tolerant of events it does not know (other parts of Paramount add
+ * events over time; a report must not break on them) but strict about the
+ * ones it uses: a known event with a missing or mistyped field is an error
+ * naming its line, because a report built on a silently skipped record
+ * would lie.  See docs/report.md for the events and how they are used.
+ */
+#include "report/model.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/journal.h"
+#include "paramount.h"
+#include "policy/policy.h"
+
+/* ---- growth ------------------------------------------------------------ */
+
+static int model_grow(void **p, size_t *cap, size_t n, size_t elem) {
+  if (n < *cap) return 0;
+  size_t nc = *cap ? *cap * 2 : 16;
+  void *q = realloc(*p, nc * elem);
+  if (!q) return PM_ENOMEM;
+  *p = q;
+  *cap = nc;
+  return 0;
+}
+#define GROW(arr, n, cap) model_grow((void **)&(arr), &(cap), (n), sizeof *(arr))
+
+/* ---- reading fields ---------------------------------------------------- */
+
+typedef struct {
+  model_run *m;
+  long line;
+  int cur_launch;
+  double last_t_s;
+  char *err;
+  size_t cap;
+} model_reader;
+
+static int model_fail(model_reader *r, const char *ev, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int model_fail(model_reader *r, const char *ev, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(r->err, r->cap, "journal line %ld: \"%s\" event: %s", r->line, ev, msg);
+  return PM_EPARSE;
+}
+
+/* A finite number (int or double).  Absent: *out = NaN and 0 when
+ * optional; a present field of another type is always an error. */
+static int model_num(model_reader *r, json_object *rec, const char *ev,
+                     const char *key, int required, double *out) {
+  json_object *v;
+  *out = NAN;
+  if (!json_object_object_get_ex(rec, key, &v) || !v) {
+    if (!required) return 0;
+    return model_fail(r, ev, "field \"%s\" is missing", key);
+  }
+  if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+    return model_fail(r, ev, "field \"%s\" is not a number", key);
+  double d = json_object_get_double(v);
+  if (!isfinite(d)) return model_fail(r, ev, "field \"%s\" is not finite", key);
+  *out = d;
+  return 0;
+}
+
+/* A non-negative integer up to max. */
+static int model_uint(model_reader *r, json_object *rec, const char *ev,
+                      const char *key, uint64_t max, uint64_t *out) {
+  json_object *v;
+  if (!json_object_object_get_ex(rec, key, &v) || !v)
+    return model_fail(r, ev, "field \"%s\" is missing", key);
+  if (!json_object_is_type(v, json_type_int))
+    return model_fail(r, ev, "field \"%s\" is not an integer", key);
+  if (json_object_get_int64(v) < 0)
+    return model_fail(r, ev, "field \"%s\" is negative", key);
+  uint64_t u = json_object_get_uint64(v);
+  if (u > max) return model_fail(r, ev, "field \"%s\" is out of range (%llu)", key,
+                                 (unsigned long long)u);
+  *out = u;
+  return 0;
+}
+
+static int model_str(model_reader *r, json_object *rec, const char *ev,
+                     const char *key, int required, char *out, size_t cap) {
+  json_object *v;
+  out[0] = '\0';
+  if (!json_object_object_get_ex(rec, key, &v) || !v) {
+    if (!required) return 0;
+    return model_fail(r, ev, "field \"%s\" is missing", key);
+  }
+  if (!json_object_is_type(v, json_type_string))
+    return model_fail(r, ev, "field \"%s\" is not a string", key);
+  const char *s = json_object_get_string(v);
+  if (strlen(s) >= cap)
+    return model_fail(r, ev, "field \"%s\" is longer than %zu bytes", key, cap - 1);
+  memcpy(out, s, strlen(s) + 1);
+  return 0;
+}
+
+/* ---- lookups ------------------------------------------------------------ */
+
+static int model_node_find(model_run *m, const char *id, int create) {
+  for (size_t i = 0; i < m->n_nodes; i++)
+    if (!strcmp(m->nodes[i].id, id)) return (int)i;
+  if (!create) return -1;
+  if (GROW(m->nodes, m->n_nodes, m->cap_nodes)) return PM_ENOMEM;
+  model_node *n = &m->nodes[m->n_nodes];
+  memset(n, 0, sizeof *n);
+  snprintf(n->id, sizeof n->id, "%s", id);
+  n->requested_s = n->booted_s = n->staged_s = n->ready_s = n->terminated_s = NAN;
+  n->first_seen_s = n->last_seen_s = NAN;
+  return (int)m->n_nodes++;
+}
+
+static int model_rank_find(model_run *m, int launch, unsigned rank, int create) {
+  for (size_t i = m->n_ranks; i-- > 0;)
+    if (m->ranks[i].launch == launch && m->ranks[i].rank == rank) return (int)i;
+  if (!create) return -1;
+  if (GROW(m->ranks, m->n_ranks, m->cap_ranks)) return PM_ENOMEM;
+  model_rank *k = &m->ranks[m->n_ranks];
+  memset(k, 0, sizeof *k);
+  k->launch = launch;
+  k->rank = rank;
+  k->node = -1;
+  k->phase = -1;
+  k->init_begin_s = k->init_end_s = k->first_pi_begin_s = NAN;
+  return (int)m->n_ranks++;
+}
+
+static int model_phase_intern(model_run *m, const char *name) {
+  for (size_t i = 0; i < m->n_phases; i++)
+    if (!strcmp(m->phases[i], name)) return (int)i;
+  if (GROW(m->phases, m->n_phases, m->cap_phases)) return PM_ENOMEM;
+  snprintf(m->phases[m->n_phases], MODEL_NAME_MAX, "%s", name);
+  return (int)m->n_phases++;
+}
+
+static void model_seen(model_run *m, int rank_idx, double t_s) {
+  if (rank_idx < 0 || m->ranks[rank_idx].node < 0 || !isfinite(t_s)) return;
+  model_node *n = &m->nodes[m->ranks[rank_idx].node];
+  if (!(n->first_seen_s <= t_s)) n->first_seen_s = t_s;
+  if (!(n->last_seen_s >= t_s)) n->last_seen_s = t_s;
+}
+
+static void model_t0(model_run *m, double t_s) {
+  if (isfinite(t_s) && !(m->t0_s <= t_s)) m->t0_s = t_s;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+#define MAX_RANK 1000000u
+#define NS_MAX ((uint64_t)1 << 62)
+
+static int model_ev_node(model_reader *r, json_object *rec, const char *ev, double t) {
+  model_run *m = r->m;
+  char id[MODEL_NAME_MAX], type[MODEL_NAME_MAX];
+  int rc = model_str(r, rec, ev, "node", 1, id, sizeof id);
+  if (!rc) rc = model_str(r, rec, ev, "type", !strcmp(ev, "node_request"), type, sizeof type);
+  if (rc) return rc;
+  if (!id[0]) return model_fail(r, ev, "field \"node\" is empty");
+  int i = model_node_find(m, id, 1);
+  if (i < 0) return i;
+  model_node *n = &m->nodes[i];
+  if (type[0]) snprintf(n->type, sizeof n->type, "%s", type);
+  if (!strcmp(ev, "node_request")) {
+    double req, price, gran, min;
+    if ((rc = model_num(r, rec, ev, "requested_s", 0, &req)) ||
+        (rc = model_num(r, rec, ev, "price_usd_per_hour", 0, &price)) ||
+        (rc = model_num(r, rec, ev, "billing_granularity_s", 0, &gran)) ||
+        (rc = model_num(r, rec, ev, "billing_minimum_s", 0, &min)))
+      return rc;
+    if (isfinite(price) && price < 0) return model_fail(r, ev, "field \"price_usd_per_hour\" is negative");
+    n->requested_s = isfinite(req) ? req : t;
+    n->price_usd_per_hour = isfinite(price) ? price : 0;
+    n->billing_granularity_s = isfinite(gran) ? gran : 1;
+    n->billing_minimum_s = isfinite(min) ? min : 0;
+    model_t0(m, n->requested_s);
+  } else if (!strcmp(ev, "node_booted")) {
+    n->booted_s = t;
+  } else if (!strcmp(ev, "node_staged")) {
+    n->staged_s = t;
+  } else if (!strcmp(ev, "node_ready")) {
+    n->ready_s = t;
+  } else if (!isfinite(n->terminated_s)) { /* node_terminated: the first one counts */
+    n->terminated_s = t;
+  }
+  return 0;
+}
+
+static int model_ev_rank(model_reader *r, json_object *rec, const char *ev, double t) {
+  model_run *m = r->m;
+  uint64_t rank, v;
+  int rc = model_uint(r, rec, ev, "rank", MAX_RANK, &rank);
+  if (rc) return rc;
+  int ki = model_rank_find(m, r->cur_launch, (unsigned)rank, 1);
+  if (ki < 0) return ki;
+  model_rank *k = &m->ranks[ki];
+  if (!strcmp(ev, "hello")) {
+    char node[MODEL_NAME_MAX];
+    if ((rc = model_str(r, rec, ev, "node", 1, node, sizeof node))) return rc;
+    if (!node[0]) snprintf(node, sizeof node, "rank%llu", (unsigned long long)rank);
+    int ni = model_node_find(m, node, 1);
+    if (ni < 0) return ni;
+    m->ranks[ki].node = ni;
+    model_seen(m, ki, t);
+    return 0;
+  }
+  if (!strcmp(ev, "pi")) {
+    uint64_t iter, tb, wall, comp, comm;
+    double samples;
+    if ((rc = model_uint(r, rec, ev, "iter", UINT64_MAX, &iter)) ||
+        (rc = model_uint(r, rec, ev, "t_begin_ns", NS_MAX, &tb)) ||
+        (rc = model_uint(r, rec, ev, "wall_ns", NS_MAX, &wall)) ||
+        (rc = model_uint(r, rec, ev, "compute_ns", NS_MAX, &comp)) ||
+        (rc = model_uint(r, rec, ev, "comm_ns", NS_MAX, &comm)) ||
+        (rc = model_num(r, rec, ev, "samples", 0, &samples)))
+      return rc;
+    if (GROW(m->pis, m->n_pis, m->cap_pis)) return PM_ENOMEM;
+    model_pi *p = &m->pis[m->n_pis++];
+    p->rank_idx = ki;
+    p->phase = k->phase;
+    p->iter = iter;
+    p->t_begin_s = (double)tb / 1e9;
+    p->wall_s = (double)wall / 1e9;
+    p->t_end_s = p->t_begin_s + p->wall_s;
+    p->compute_s = (double)comp / 1e9;
+    p->comm_s = (double)comm / 1e9;
+    p->samples = isfinite(samples) ? samples : 0;
+    if (!isfinite(k->first_pi_begin_s)) k->first_pi_begin_s = p->t_begin_s;
+    model_t0(m, p->t_begin_s);
+    model_seen(m, ki, p->t_end_s);
+    return 0;
+  }
+  if (!strcmp(ev, "phase")) {
+    char name[MODEL_NAME_MAX];
+    if ((rc = model_str(r, rec, ev, "name", 1, name, sizeof name))) return rc;
+    int pi = model_phase_intern(m, name);
+    if (pi < 0) return pi;
+    k->phase = pi;
+    return 0;
+  }
+  /* the rest carry the rank's own clock */
+  if ((rc = model_uint(r, rec, ev, "t_ns", NS_MAX, &v))) return rc;
+  double ts = (double)v / 1e9;
+  if (!strcmp(ev, "init_begin")) {
+    k->init_begin_s = ts;
+    model_t0(m, ts);
+  } else if (!strcmp(ev, "init_end")) {
+    k->init_end_s = ts;
+  } else if (!strcmp(ev, "epoch")) {
+    uint64_t e;
+    if ((rc = model_uint(r, rec, ev, "epoch", UINT64_MAX, &e))) return rc;
+    if (GROW(m->epochs, m->n_epochs, m->cap_epochs)) return PM_ENOMEM;
+    m->epochs[m->n_epochs++] = (model_epoch){ki, ts, e};
+  } else { /* checkpoint */
+    uint64_t it;
+    if ((rc = model_uint(r, rec, ev, "iter", UINT64_MAX, &it))) return rc;
+    if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, ts, it};
+  }
+  model_seen(m, ki, ts);
+  return 0;
+}
+
+/* The policy's prediction object: {"time_s": .., "cost_usd": .., ...}. */
+static int model_prediction(model_reader *r, json_object *p, const char *ev,
+                            const char *key, double *time_s, double *cost_usd) {
+  if (!json_object_is_type(p, json_type_object))
+    return model_fail(r, ev, "field \"%s\" is not an object", key);
+  int rc = model_num(r, p, ev, "time_s", 0, time_s);
+  if (!rc) rc = model_num(r, p, ev, "cost_usd", 0, cost_usd);
+  return rc;
+}
+
+static int model_ev_decision(model_reader *r, json_object *rec, double t) {
+  model_run *m = r->m;
+  const char *ev = "decision";
+  /* run.c may nest the policy's object; accept it flat or under "decision" */
+  json_object *d = rec, *sub;
+  if (json_object_object_get_ex(rec, "decision", &sub) && json_object_is_type(sub, json_type_object))
+    d = sub;
+  if (GROW(m->decisions, m->n_decisions, m->cap_decisions)) return PM_ENOMEM;
+  model_decision *x = &m->decisions[m->n_decisions];
+  memset(x, 0, sizeof *x);
+  x->t_s = t;
+  x->pred_remaining_s = x->pred_cost_usd = x->target_pi_s = x->actual_remaining_s = NAN;
+  int rc = model_str(r, d, ev, "action", 1, x->action, sizeof x->action);
+  if (!rc) rc = model_str(r, d, ev, "reason", 0, x->reason, sizeof x->reason);
+  if (rc) return rc;
+  double st = NAN, sc = NAN, tt = NAN, tc = NAN;
+  json_object *p;
+  if (json_object_object_get_ex(d, "stay", &p) && p &&
+      (rc = model_prediction(r, p, ev, "stay", &st, &sc)))
+    return rc;
+  if (json_object_object_get_ex(d, "target", &p) && p) {
+    if ((rc = model_prediction(r, p, ev, "target", &tt, &tc))) return rc;
+    uint64_t nodes = 0;
+    double pi;
+    if ((rc = model_str(r, p, ev, "type", 0, x->target_type, sizeof x->target_type)) ||
+        (rc = model_num(r, p, ev, "pi_s", 0, &pi)))
+      return rc;
+    json_object *nv;
+    if (json_object_object_get_ex(p, "nodes", &nv) &&
+        (rc = model_uint(r, p, ev, "nodes", 100000, &nodes)))
+      return rc;
+    x->has_target = 1;
+    x->target_nodes = (int)nodes;
+    x->target_pi_s = pi;
+  }
+  int sw = !strcmp(x->action, "switch");
+  x->pred_remaining_s = sw && x->has_target ? tt : st;
+  x->pred_cost_usd = sw && x->has_target ? tc : sc;
+  m->n_decisions++;
+  return 0;
+}
+
+static int model_cb(json_object *rec, void *ud) {
+  model_reader *r = ud;
+  model_run *m = r->m;
+  r->line++;
+  m->records++;
+  json_object *evo;
+  json_object_object_get_ex(rec, "ev", &evo); /* journal_read checked it */
+  const char *ev = json_object_get_string(evo);
+  static const char *const known[] = {
+      "node_request", "node_booted", "node_staged", "node_ready", "node_terminated",
+      "hello", "pi", "phase", "init_begin", "init_end", "epoch", "checkpoint",
+      "launch", "decision", "stop_request", "run_end", "intake_listen",
+      "finalize", "disconnect", NULL};
+  int k = 0;
+  while (known[k] && strcmp(known[k], ev)) k++;
+  if (!known[k]) return 0; /* someone else's event */
+  double t;
+  int rc = model_num(r, rec, ev, "t", 1, &t);
+  if (rc) return rc;
+  m->known_records++;
+  if (t > r->last_t_s || !isfinite(r->last_t_s)) r->last_t_s = t;
+  if (!strncmp(ev, "node_", 5)) return model_ev_node(r, rec, ev, t);
+  model_t0(m, t);
+  if (!strcmp(ev, "checkpoint") && !json_object_object_get_ex(rec, "rank", NULL)) {
+    /* the controller's own note of a checkpoint (no rank): t is enough */
+    if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, t, 0};
+    return 0;
+  }
+  if (!strcmp(ev, "hello") || !strcmp(ev, "pi") || !strcmp(ev, "phase") ||
+      !strcmp(ev, "init_begin") || !strcmp(ev, "init_end") ||
+      !strcmp(ev, "epoch") || !strcmp(ev, "checkpoint"))
+    return model_ev_rank(r, rec, ev, t);
+  if (!strcmp(ev, "launch")) {
+    if (model_grow((void **)&m->launch_t_s, &m->cap_launch, (size_t)m->n_launches,
+                   sizeof *m->launch_t_s))
+      return PM_ENOMEM;
+    m->launch_t_s[m->n_launches++] = t;
+    r->cur_launch = m->n_launches - 1;
+    return 0;
+  }
+  if (!strcmp(ev, "decision")) return model_ev_decision(r, rec, t);
+  if (!strcmp(ev, "stop_request")) {
+    if (GROW(m->stops_s, m->n_stops, m->cap_stops)) return PM_ENOMEM;
+    m->stops_s[m->n_stops++] = t;
+    return 0;
+  }
+  if (!strcmp(ev, "run_end")) {
+    m->end_s = t;
+    m->has_run_end = 1;
+  }
+  return 0; /* intake_listen, finalize, disconnect: only their time */
+}
+
+int model_load(const char *run_dir, model_run *m, const char **warn, char *err,
+               size_t cap) {
+  memset(m, 0, sizeof *m);
+  m->t0_s = m->end_s = NAN;
+  err[0] = '\0';
+  model_reader r = {.m = m, .last_t_s = NAN, .err = err, .cap = cap};
+  long bad = 0;
+  int rc = journal_read(run_dir, model_cb, &r, &bad, warn);
+  if (rc == PM_ENOENT) {
+    snprintf(err, cap, "%s/journal.jsonl: no such file (is %s a run directory?)", run_dir, run_dir);
+    return rc;
+  }
+  if ((rc == PM_EPARSE || rc == PM_ETOOBIG) && !err[0]) {
+    snprintf(err, cap, "%s/journal.jsonl line %ld: %s; not a Paramount journal?", run_dir, bad,
+             rc == PM_ETOOBIG ? "line too long" : "not a JSON object with a string \"ev\"");
+    return PM_EPARSE;
+  }
+  if (rc) {
+    if (!err[0]) snprintf(err, cap, "%s/journal.jsonl: %s", run_dir, pm_strerror(rc));
+    return rc;
+  }
+  if (m->known_records == 0) {
+    snprintf(err, cap, "%s/journal.jsonl: none of its %ld records is a Paramount event; "
+             "not a Paramount journal", run_dir, m->records);
+    return PM_EPARSE;
+  }
+  if (!m->has_run_end) m->end_s = r.last_t_s;
+  for (size_t i = 0; i < m->n_pis; i++)
+    if (m->pis[i].t_end_s > m->end_s && !m->has_run_end) m->end_s = m->pis[i].t_end_s;
+  if (!isfinite(m->t0_s)) m->t0_s = m->end_s;
+  if (m->n_launches == 0) m->n_launches = 1;
+  return 0;
+}
+
+void model_free(model_run *m) {
+  if (!m) return;
+  free(m->nodes);
+  free(m->ranks);
+  free(m->pis);
+  free(m->epochs);
+  free(m->ckpts);
+  free(m->decisions);
+  free(m->stops_s);
+  free(m->phases);
+  free(m->launch_t_s);
+  free(m->switches);
+  free(m->types);
+  free(m->steady);
+  memset(m, 0, sizeof *m);
+}
+
+/* ---- derived figures ---------------------------------------------------- */
+
+const char *model_phase_name(const model_run *m, int phase) {
+  return phase >= 0 && (size_t)phase < m->n_phases ? m->phases[phase] : "";
+}
+
+const char *model_rank_node(const model_run *m, int rank_idx) {
+  int n = m->ranks[rank_idx].node;
+  return n >= 0 ? m->nodes[n].id : "?";
+}
+
+const char *model_rank_type(const model_run *m, int rank_idx) {
+  int n = m->ranks[rank_idx].node;
+  return n >= 0 ? m->nodes[n].type : "";
+}
+
+/* When a node started and stopped costing (or, without a provider, was
+ * seen by its ranks). */
+static void model_node_span(const model_run *m, const model_node *n, double *b, double *e) {
+  *b = isfinite(n->requested_s) ? n->requested_s : n->first_seen_s;
+  *e = isfinite(n->terminated_s) ? n->terminated_s
+       : isfinite(n->requested_s) ? m->end_s : n->last_seen_s;
+}
+
+double model_cost_at(const model_run *m, double t_s) {
+  double usd = 0;
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const model_node *n = &m->nodes[i];
+    if (!(n->price_usd_per_hour > 0) || !isfinite(n->requested_s)) continue;
+    double b, e;
+    model_node_span(m, n, &b, &e);
+    double until = t_s < e ? t_s : e;
+    if (until > b) usd += (until - b) * n->price_usd_per_hour / 3600.0;
+  }
+  return usd;
+}
+
+void model_node_extent(const model_run *m, size_t i, double *b, double *e) {
+  model_node_span(m, &m->nodes[i], b, e);
+}
+
+static void model_costs(model_run *m) {
+  m->cost_usd = 0;
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    model_node *n = &m->nodes[i];
+    n->cost_usd = 0;
+    if (!(n->price_usd_per_hour > 0) || !isfinite(n->requested_s)) continue;
+    double b, e;
+    model_node_span(m, n, &b, &e);
+    double d = e > b ? e - b : 0;
+    if (d < n->billing_minimum_s) d = n->billing_minimum_s;
+    double g = n->billing_granularity_s > 0 ? n->billing_granularity_s : 1;
+    d = ceil(d / g - 1e-9) * g;
+    n->cost_usd = d * n->price_usd_per_hour / 3600.0;
+    m->cost_usd += n->cost_usd;
+  }
+}
+
+/* "2 x c5.large, 1 x t3.medium": the node types of one launch. */
+static void model_composition(const model_run *m, int launch, char *out, size_t cap) {
+  out[0] = '\0';
+  size_t len = 0;
+  int done[1024] = {0};
+  for (size_t i = 0; i < m->n_ranks && i < 1024; i++) {
+    if (m->ranks[i].launch != launch || done[i]) continue;
+    const char *ty = model_rank_type(m, (int)i);
+    int count = 0;
+    for (size_t j = i; j < m->n_ranks && j < 1024; j++)
+      if (m->ranks[j].launch == launch && !strcmp(model_rank_type(m, (int)j), ty)) {
+        done[j] = 1;
+        count++;
+      }
+    int w = snprintf(out + len, cap - len, "%s%d x %s", len ? ", " : "", count,
+                     ty[0] ? ty : "?");
+    if (w < 0 || (size_t)w >= cap - len) break;
+    len += (size_t)w;
+  }
+}
+
+static int model_switches(model_run *m) {
+  if (m->n_launches < 2) return 0;
+  m->switches = calloc((size_t)m->n_launches, sizeof *m->switches);
+  if (!m->switches) return PM_ENOMEM;
+  for (int L = 1; L < m->n_launches; L++) {
+    model_switch *s = &m->switches[m->n_switches];
+    s->to_launch = L;
+    s->stop_t_s = s->last_old_pi_s = s->ckpt_end_s = s->new_init_begin_s = NAN;
+    s->first_new_pi_s = NAN;
+    for (size_t i = 0; i < m->n_pis; i++) {
+      const model_pi *p = &m->pis[i];
+      int l = m->ranks[p->rank_idx].launch;
+      if (l == L - 1 && !(s->last_old_pi_s >= p->t_end_s)) s->last_old_pi_s = p->t_end_s;
+      if (l == L && !(s->first_new_pi_s <= p->t_begin_s)) s->first_new_pi_s = p->t_begin_s;
+    }
+    if (!isfinite(s->last_old_pi_s) || !isfinite(s->first_new_pi_s)) continue;
+    for (size_t i = 0; i < m->n_stops; i++)
+      if (m->stops_s[i] <= s->first_new_pi_s) s->stop_t_s = m->stops_s[i];
+    for (size_t i = 0; i < m->n_ckpts; i++)
+      if (m->ckpts[i].launch == L - 1 && m->ckpts[i].t_s >= s->last_old_pi_s &&
+          !(s->ckpt_end_s >= m->ckpts[i].t_s))
+        s->ckpt_end_s = m->ckpts[i].t_s;
+    if (!isfinite(s->ckpt_end_s)) s->ckpt_end_s = s->last_old_pi_s;
+    for (size_t i = 0; i < m->n_ranks; i++)
+      if (m->ranks[i].launch == L && !(s->new_init_begin_s <= m->ranks[i].init_begin_s))
+        s->new_init_begin_s = m->ranks[i].init_begin_s;
+    if (!isfinite(s->new_init_begin_s) || s->new_init_begin_s < s->ckpt_end_s)
+      s->new_init_begin_s = s->first_new_pi_s; /* no init marks: all restart */
+    s->checkpoint_s = s->ckpt_end_s - s->last_old_pi_s;
+    s->restart_s = s->new_init_begin_s - s->ckpt_end_s;
+    s->reinit_s = s->first_new_pi_s - s->new_init_begin_s;
+    s->downtime_s = s->first_new_pi_s - s->last_old_pi_s;
+    model_composition(m, L - 1, s->from, sizeof s->from);
+    model_composition(m, L, s->to, sizeof s->to);
+    m->n_switches++;
+  }
+  return 0;
+}
+
+static int model_type_find(model_run *m, const char *type) {
+  for (size_t i = 0; i < m->n_types; i++)
+    if (!strcmp(m->types[i].type, type)) return (int)i;
+  model_type *t = &m->types[m->n_types];
+  memset(t, 0, sizeof *t);
+  snprintf(t->type, sizeof t->type, "%s", type);
+  return (int)m->n_types++;
+}
+
+/* Mean accumulator: NaN when empty. */
+typedef struct { double sum; int n; } model_acc;
+static void acc_add(model_acc *a, double v) {
+  if (isfinite(v)) {
+    a->sum += v;
+    a->n++;
+  }
+}
+static double acc_mean(const model_acc *a) { return a->n ? a->sum / a->n : NAN; }
+
+static int model_types(model_run *m) {
+  size_t cap = m->n_nodes + 1;
+  m->types = calloc(cap, sizeof *m->types);
+  model_acc *acc = calloc(cap * 5, sizeof *acc); /* boot, stage, setup, init, epoch */
+  if (!m->types || !acc) {
+    free(acc);
+    return PM_ENOMEM;
+  }
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const model_node *n = &m->nodes[i];
+    int t = model_type_find(m, n->type);
+    m->types[t].n_nodes++;
+    m->types[t].price_usd_per_hour = n->price_usd_per_hour;
+    acc_add(&acc[t * 5 + 0], n->booted_s - n->requested_s);
+    acc_add(&acc[t * 5 + 1], n->staged_s - n->booted_s);
+    acc_add(&acc[t * 5 + 2], n->ready_s - n->requested_s);
+  }
+  for (size_t i = 0; i < m->n_ranks; i++) {
+    if (m->ranks[i].node < 0) continue;
+    int t = model_type_find(m, model_rank_type(m, (int)i));
+    acc_add(&acc[t * 5 + 3], m->ranks[i].init_end_s - m->ranks[i].init_begin_s);
+  }
+  for (size_t i = 0; i < m->n_epochs; i++) {
+    const model_epoch *e = &m->epochs[i];
+    if (m->ranks[e->rank_idx].node < 0) continue;
+    double prev = m->ranks[e->rank_idx].first_pi_begin_s;
+    for (size_t j = i; j-- > 0;)
+      if (m->epochs[j].rank_idx == e->rank_idx) {
+        prev = m->epochs[j].t_s;
+        break;
+      }
+    int t = model_type_find(m, model_rank_type(m, e->rank_idx));
+    acc_add(&acc[t * 5 + 4], e->t_s - prev);
+  }
+  for (size_t t = 0; t < m->n_types; t++) {
+    m->types[t].boot_s = acc_mean(&acc[t * 5 + 0]);
+    m->types[t].stage_s = acc_mean(&acc[t * 5 + 1]);
+    m->types[t].setup_s = acc_mean(&acc[t * 5 + 2]);
+    m->types[t].init_s = acc_mean(&acc[t * 5 + 3]);
+    m->types[t].epoch_s = acc_mean(&acc[t * 5 + 4]);
+    m->types[t].n_epochs = acc[t * 5 + 4].n;
+  }
+  free(acc);
+  return 0;
+}
+
+/* Steady PI per (type, phase): policy_estimate_steady on every rank's
+ * series in that phase (one series per rank per launch), averaged over
+ * the series.  The estimator is the policy's, so the report shows what
+ * the decisions saw. */
+static int model_steady_all(model_run *m) {
+  size_t np = m->n_phases + 1; /* index 0: default phase */
+  size_t cap = (m->n_types + 1) * np;
+  m->steady = calloc(cap, sizeof *m->steady);
+  double *wall = malloc((m->n_pis + 1) * sizeof *wall);
+  double *comp = malloc((m->n_pis + 1) * sizeof *comp);
+  model_acc *acc = calloc(cap * 5, sizeof *acc); /* pi, lo, hi, compute, comm */
+  int rc = 0;
+  if (!m->steady || !wall || !comp || !acc) {
+    rc = PM_ENOMEM;
+    goto out_free;
+  }
+  policy_steady_cfg_t cfg;
+  policy_steady_cfg_default(&cfg);
+  int *slot = calloc(cap, sizeof *slot); /* (type, phase) -> steady index + 1 */
+  if (!slot) {
+    rc = PM_ENOMEM;
+    goto out_free;
+  }
+  for (size_t ri = 0; ri < m->n_ranks; ri++) {
+    const char *ty = model_rank_type(m, (int)ri);
+    int t = -1;
+    for (size_t i = 0; i < m->n_types; i++)
+      if (!strcmp(m->types[i].type, ty)) t = (int)i;
+    if (t < 0) t = (int)m->n_types; /* a rank without a node */
+    for (size_t ph = 0; ph < np; ph++) {
+      size_t n = 0;
+      double comm_sum = 0;
+      for (size_t i = 0; i < m->n_pis; i++) {
+        const model_pi *p = &m->pis[i];
+        if (p->rank_idx != (int)ri || p->phase + 1 != (int)ph) continue;
+        wall[n] = p->wall_s;
+        comp[n] = p->compute_s;
+        comm_sum += p->comm_s;
+        n++;
+      }
+      if (!n) continue;
+      policy_steady_t sw, sc;
+      if (policy_estimate_steady(wall, n, &cfg, &sw) ||
+          policy_estimate_steady(comp, n, &cfg, &sc))
+        continue; /* cannot happen for finite samples; skip rather than lie */
+      size_t k = (size_t)t * np + ph;
+      if (!slot[k]) {
+        model_steady *s = &m->steady[m->n_steady];
+        snprintf(s->type, sizeof s->type, "%s", ty);
+        snprintf(s->phase, sizeof s->phase, "%s", model_phase_name(m, (int)ph - 1));
+        s->steady = 1;
+        slot[k] = (int)++m->n_steady;
+      }
+      model_steady *s = &m->steady[slot[k] - 1];
+      model_acc *a = &acc[(size_t)(slot[k] - 1) * 5];
+      s->n_series++;
+      s->n_pis += n;
+      if (sw.warmup > s->warmup_pis) s->warmup_pis = sw.warmup;
+      if (!sw.steady) s->steady = 0;
+      acc_add(&a[0], sw.mean);
+      acc_add(&a[1], sw.lo);
+      acc_add(&a[2], sw.hi);
+      acc_add(&a[3], sc.mean);
+      acc_add(&a[4], comm_sum / (double)n);
+    }
+  }
+  for (size_t i = 0; i < m->n_steady; i++) {
+    model_acc *a = &acc[i * 5];
+    m->steady[i].pi_s = acc_mean(&a[0]);
+    m->steady[i].pi_lo_s = acc_mean(&a[1]);
+    m->steady[i].pi_hi_s = acc_mean(&a[2]);
+    m->steady[i].compute_s = acc_mean(&a[3]);
+    m->steady[i].comm_s = acc_mean(&a[4]);
+  }
+  free(slot);
+out_free:
+  free(wall);
+  free(comp);
+  free(acc);
+  return rc;
+}
+
+int model_derive(model_run *m, char *err, size_t cap) {
+  model_costs(m);
+  for (size_t i = 0; i < m->n_decisions; i++)
+    m->decisions[i].actual_remaining_s = m->end_s - m->decisions[i].t_s;
+  int rc = model_switches(m);
+  if (!rc) rc = model_types(m);
+  if (!rc) rc = model_steady_all(m);
+  if (rc) snprintf(err, cap, "cannot build the run model: %s", pm_strerror(rc));
+  return rc;
+}

@@ -1,0 +1,146 @@
+/* model.h - a run as the report sees it: the journal folded into nodes
+ * with their lifecycle, launches, ranks, PIs, epochs, checkpoints,
+ * decisions and switches, plus the figures derived from them.
+ *
+ * Internal to src/report.  Times are Unix seconds (NaN when the journal
+ * does not say); strings are copied, capped at MODEL_NAME_MAX.
+ */
+#ifndef PM_REPORT_MODEL_H
+#define PM_REPORT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MODEL_NAME_MAX 128 /* bytes, NUL included, of an id/type/phase */
+#define MODEL_REASON_MAX 256
+
+typedef struct {
+  char id[MODEL_NAME_MAX];
+  char type[MODEL_NAME_MAX]; /* "" when only ranks named the node */
+  double price_usd_per_hour, billing_granularity_s, billing_minimum_s;
+  double requested_s, booted_s, staged_s, ready_s, terminated_s;
+  double first_seen_s, last_seen_s; /* from rank events, for provider-less runs */
+  double cost_usd;                  /* billed, after model_derive */
+} model_node;
+
+typedef struct {
+  int launch;
+  unsigned rank;
+  int node; /* index into nodes, -1 when no hello named it */
+  int phase; /* current phase index while reading, -1: default */
+  double init_begin_s, init_end_s;
+  double first_pi_begin_s;
+} model_rank;
+
+typedef struct {
+  int rank_idx; /* into ranks */
+  int phase;    /* into phases, -1: default */
+  uint64_t iter;
+  double t_begin_s, t_end_s;
+  double compute_s, comm_s, wall_s, samples;
+} model_pi;
+
+typedef struct {
+  int rank_idx;
+  double t_s;
+  uint64_t epoch;
+} model_epoch;
+
+typedef struct {
+  int launch;
+  double t_s;
+  uint64_t iter;
+} model_ckpt;
+
+typedef struct {
+  double t_s;
+  char action[32];
+  char reason[MODEL_REASON_MAX];
+  char target_type[MODEL_NAME_MAX];
+  int target_nodes, has_target;
+  double target_pi_s;
+  double pred_remaining_s; /* of the chosen option: target on switch, else stay */
+  double pred_cost_usd;    /* remaining cost of the same option */
+  double actual_remaining_s; /* run end - t_s, after model_derive */
+} model_decision;
+
+typedef struct {
+  int to_launch; /* the launch the switch led to (>= 1) */
+  double stop_t_s;          /* stop requested, NaN when not journaled */
+  double last_old_pi_s;     /* end of the last PI on the old set */
+  double ckpt_end_s, new_init_begin_s, first_new_pi_s;
+  double checkpoint_s, restart_s, reinit_s, downtime_s;
+  char from[MODEL_REASON_MAX], to[MODEL_REASON_MAX]; /* "2 x a, 1 x b" */
+} model_switch;
+
+/* Per (type, phase): the figures of the per-type table. */
+typedef struct {
+  char type[MODEL_NAME_MAX];
+  char phase[MODEL_NAME_MAX];
+  int n_series;   /* rank series behind the estimate */
+  size_t n_pis, warmup_pis;
+  int steady;     /* every series steady */
+  double pi_s, pi_lo_s, pi_hi_s; /* steady PI (wall) time and its CI */
+  double compute_s;              /* steady compute part */
+  double comm_s;                 /* mean comm part over every PI */
+} model_steady;
+
+typedef struct {
+  char type[MODEL_NAME_MAX];
+  int n_nodes;
+  double price_usd_per_hour;
+  double boot_s, stage_s, setup_s; /* means over its nodes, NaN: unknown */
+  double init_s;                   /* init_begin -> init_end, mean over ranks */
+  double epoch_s;                  /* mean epoch duration */
+  int n_epochs;
+} model_type;
+
+typedef struct {
+  model_node *nodes; size_t n_nodes, cap_nodes;
+  model_rank *ranks; size_t n_ranks, cap_ranks;
+  model_pi *pis; size_t n_pis, cap_pis;
+  model_epoch *epochs; size_t n_epochs, cap_epochs;
+  model_ckpt *ckpts; size_t n_ckpts, cap_ckpts;
+  model_decision *decisions; size_t n_decisions, cap_decisions;
+  double *stops_s; size_t n_stops, cap_stops;
+  char (*phases)[MODEL_NAME_MAX]; size_t n_phases, cap_phases;
+  int n_launches;   /* launch events seen (0: one implicit launch) */
+  double *launch_t_s; size_t cap_launch;
+  long records, known_records;
+  double t0_s, end_s; /* first known event, run end (run_end or last) */
+  int has_run_end;
+  /* derived by model_derive */
+  model_switch *switches; size_t n_switches;
+  model_type *types; size_t n_types;
+  model_steady *steady; size_t n_steady;
+  double cost_usd;
+} model_run;
+
+/* Loads run_dir/journal.jsonl into *m (zeroed first).  On error returns a
+ * negative PM_E* with a one-line reason naming the line in err; *warn gets
+ * the journal reader's warning, if any.  m is freed with model_free
+ * whatever the outcome. */
+int model_load(const char *run_dir, model_run *m, const char **warn,
+               char *err, size_t cap);
+
+/* Computes switches, per-type figures, steady estimates and costs. */
+int model_derive(model_run *m, char *err, size_t cap);
+
+void model_free(model_run *m);
+
+/* Billed cost of nodes up to time t (accrual, no granularity): the
+ * cumulative cost curve. */
+double model_cost_at(const model_run *m, double t_s);
+
+/* When node i started costing (requested; else first seen by a rank) and
+ * stopped (terminated; else the run's end, or last seen). */
+void model_node_extent(const model_run *m, size_t i, double *b, double *e);
+
+/* Name of a phase index ("" for the default phase). */
+const char *model_phase_name(const model_run *m, int phase);
+
+/* Node id / type of a rank ("?" / "" when unknown). */
+const char *model_rank_node(const model_run *m, int rank_idx);
+const char *model_rank_type(const model_run *m, int rank_idx);
+
+#endif
