@@ -86,7 +86,7 @@ static void node_life(FILE *f, const char *id, const char *type, double price, d
  *         "train"; 20 PIs from 1011: wall 0.55 (first 1.55), compute
  *         0.5 / 0.2 / 0.35 (first +1); last PI ends at 1023.0.
  *  decision at 1020: switch to 2 x big, predicted 20 s and 0.5 USD left.
- *  stop at 1022, checkpoints at 1023.5 .. 1024.0, launch at 1024.2.
+ *  stop at 1022, checkpoints at 1023.5 .. 1024.0, relaunch at 1024.2.
  *  launch 1 ranks 0,1 on n2,n4; init 1025 -> 1026; phase HOSTILE_PHASE;
  *         20 PIs from 1026.5: wall 0.25 (first 0.65), compute 0.2 (+0.4).
  *  n1, HOSTILE terminated at 1024.1; n2, n4 at 1032.2; run_end 1032.5.
@@ -133,7 +133,7 @@ static void write_reference(const char *dir) {
   fputs("{\"ev\":\"node_terminated\",\"t\":1024.1,\"node\":\"n1\",\"type\":\"small\"}\n", f);
   fprintf(f, "{\"ev\":\"node_terminated\",\"t\":1024.1,\"node\":\"%s\",\"type\":\"mid\"}\n",
           HOSTILE_NODE);
-  fputs("{\"ev\":\"launch\",\"t\":1024.2}\n", f);
+  fputs("{\"ev\":\"relaunch\",\"t\":1024.2,\"launch\":1}\n", f);
   static const char *const nodes1[2] = {"n2", "n4"};
   for (unsigned r = 0; r < 2; r++) {
     fprintf(f, "{\"ev\":\"hello\",\"t\":1025.0,\"conn\":%u,\"rank\":%u,\"node\":\"%s\"}\n",
@@ -148,6 +148,9 @@ static void write_reference(const char *dir) {
     double wall = it > 20 ? 0.25 : 0.65;
     for (unsigned r = 0; r < 2; r++) pi_line(f, r, it, t, it > 20 ? 0.2 : 0.6, wall);
     t += wall;
+    if (it == 21)
+      fputs("{\"ev\":\"switch_done\",\"t\":1027.5,\"from\":\"x\",\"to\":\"y\","
+            "\"setup_s\":3.4,\"checkpoint_s\":2,\"restart_s\":1,\"reinit_s\":1.5}\n", f);
   }
   fputs("{\"ev\":\"node_terminated\",\"t\":1032.2,\"node\":\"n2\",\"type\":\"big\"}\n", f);
   fputs("{\"ev\":\"node_terminated\",\"t\":1032.2,\"node\":\"n4\",\"type\":\"big\"}\n", f);
@@ -230,6 +233,7 @@ TEST(model_numbers_from_known_journal) {
   ASSERT_NEAR(w->downtime_s, 3.5, 1e-6);
   ASSERT_NEAR(w->stop_t_s, 1022, 1e-6);
   ASSERT_STREQ(w->to, "2 x big");
+  ASSERT_NEAR(w->setup_s, 3.4, 1e-9); /* from switch_done */
 
   ASSERT_EQ_INT(m.n_decisions, 1);
   ASSERT_STREQ(m.decisions[0].action, "switch");
@@ -453,7 +457,7 @@ TEST(no_switch_run_omits_the_ideal_with_a_note) {
   if (rc) TEST_FAIL_("report_build: %s", err);
   char *html = slurp(dir, "report.html");
   ASSERT_CONTAINS(html, "<svg id=\"chart-pi\"");
-  ASSERT_CONTAINS(html, "ideal run&#39;s cost is not known");
+  ASSERT_CONTAINS(html, "No node price in this journal");
   ASSERT_CONTAINS(html, "No decision");
   free(html);
 }

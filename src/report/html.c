@@ -57,7 +57,7 @@ static void html_num(FILE *f, double v, int prec) {
   else fputs("&ndash;", f);
 }
 
-static const char *html_type_label(const char *type) { return type[0] ? type : "(unknown)"; }
+static const char *html_type_label(const char *type) { return type[0] ? type : "type unknown"; }
 
 /* ---- chart frame -------------------------------------------------------- */
 
@@ -178,8 +178,14 @@ static void chart_pi(FILE *f, const model_run *m) {
   chart_range(&c.y0, &c.y1, 1);
   chart_begin(f, &c, "chart-pi", title, "time since the run started (s)", "seconds per PI", 1);
   chart_switches(f, &c, m);
-  /* one polyline per rank per launch (its node's colour): compute time,
-   * the node's own speed; dashed: the PI's total time on rank 0 */
+  /* one polyline per rank per launch, coloured by node (by rank when
+   * ranks share a node, as under `record`): compute time, the node's own
+   * speed; dashed: the PI's total time on rank 0 */
+  int by_rank = 0;
+  for (size_t a = 0; a < m->n_ranks && !by_rank; a++)
+    for (size_t b = a + 1; b < m->n_ranks && !by_rank; b++)
+      by_rank = m->ranks[a].launch == m->ranks[b].launch && m->ranks[a].node >= 0 &&
+                m->ranks[a].node == m->ranks[b].node;
   for (int pass = 0; pass < 2; pass++)
     for (size_t r = 0; r < m->n_ranks; r++) {
       if (pass == 1 && m->ranks[r].rank != 0) continue;
@@ -188,7 +194,8 @@ static void chart_pi(FILE *f, const model_run *m) {
       if (!n) continue;
       size_t stride = n / SERIES_MAX_POINTS + 1, k = 0;
       int node = m->ranks[r].node;
-      const char *color = pass ? "#555" : palette[(node < 0 ? 0 : (size_t)node) % PALETTE_N];
+      size_t ci = by_rank ? m->ranks[r].rank : node < 0 ? 0 : (size_t)node;
+      const char *color = pass ? "#555" : palette[ci % PALETTE_N];
       fprintf(f, "<path class=\"series%s\" stroke=\"%s\" d=\"", pass ? " total" : "", color);
       for (size_t i = 0; i < m->n_pis; i++) {
         const model_pi *p = &m->pis[i];
@@ -200,7 +207,15 @@ static void chart_pi(FILE *f, const model_run *m) {
     }
   chart_end(f);
   legend_begin(f);
-  for (size_t i = 0; i < m->n_nodes; i++) {
+  unsigned max_rank = 0;
+  for (size_t r = 0; r < m->n_ranks; r++)
+    if (m->ranks[r].rank > max_rank) max_rank = m->ranks[r].rank;
+  for (unsigned k = 0; by_rank && k <= max_rank && k < PALETTE_N; k++) {
+    char label[32];
+    snprintf(label, sizeof label, "rank %u", k);
+    legend_item(f, palette[k], "", label, NULL);
+  }
+  for (size_t i = 0; !by_rank && i < m->n_nodes; i++) {
     int used = 0;
     for (size_t r = 0; r < m->n_ranks && !used; r++) used = m->ranks[r].node == (int)i;
     if (used)
@@ -282,6 +297,11 @@ static void html_polyline(FILE *f, const chart *c, const double *x, const double
 static void chart_cost(FILE *f, const model_run *m, const report_ideal *ideal,
                        const report_curve *cost) {
   const char *title = "Cumulative cost against the ideal run";
+  if (m->cost_usd <= 0 && !ideal->known) {
+    chart_note(f, title, "No node price in this journal (runs without a provider, such as "
+                         "`paramount record`, have none), so there is no cost to chart.");
+    return;
+  }
   chart c = {0, m->end_s - m->t0_s, 0, 0};
   for (size_t i = 0; i < cost->n; i++)
     if (cost->usd[i] > c.y1) c.y1 = cost->usd[i];
@@ -427,7 +447,7 @@ static void table_switches(FILE *f, const model_run *m) {
     return;
   }
   fputs("<table><thead><tr><th>#</th><th class=\"l\">from</th><th class=\"l\">to</th><th>at s</th>"
-        "<th>checkpoint s</th><th>restart s</th><th>re-init s</th><th>downtime s</th>"
+        "<th>new nodes&#39; setup s</th><th>checkpoint s</th><th>restart s</th><th>re-init s</th><th>downtime s</th>"
         "</tr></thead><tbody>\n", f);
   for (size_t i = 0; i < m->n_switches; i++) {
     const model_switch *s = &m->switches[i];
@@ -438,6 +458,8 @@ static void table_switches(FILE *f, const model_run *m) {
     fputs("</td><td>", f);
     html_num(f, s->last_old_pi_s - m->t0_s, 1);
     fputs("</td><td>", f);
+    html_num(f, s->setup_s, 2);
+    fputs("</td><td>", f);
     html_num(f, s->checkpoint_s, 3);
     fputs("</td><td>", f);
     html_num(f, s->restart_s, 3);
@@ -447,7 +469,10 @@ static void table_switches(FILE *f, const model_run *m) {
     html_num(f, s->downtime_s, 3);
     fputs("</td></tr>\n", f);
   }
-  fputs("</tbody></table>\n", f);
+  fputs("</tbody></table>\n<p class=\"note\">Downtime: end of the last PI on the old "
+        "node set to the start of the first PI on the new one = checkpoint + restart "
+        "(relaunch up to the ranks' init) + re-init (init to the first PI).  The new "
+        "nodes' setup is paid while the old set keeps training.</p>\n", f);
 }
 
 static void table_decisions(FILE *f, const model_run *m) {

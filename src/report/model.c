@@ -335,7 +335,8 @@ static int model_cb(json_object *rec, void *ud) {
   static const char *const known[] = {
       "node_request", "node_booted", "node_staged", "node_ready", "node_terminated",
       "hello", "pi", "phase", "init_begin", "init_end", "epoch", "checkpoint",
-      "launch", "decision", "stop_request", "run_end", "intake_listen",
+      "launch", "relaunch", "decision", "stop_request", "switch_done", "run_end",
+      "intake_listen",
       "finalize", "disconnect", NULL};
   int k = 0;
   while (known[k] && strcmp(known[k], ev)) k++;
@@ -357,7 +358,17 @@ static int model_cb(json_object *rec, void *ud) {
       !strcmp(ev, "init_begin") || !strcmp(ev, "init_end") ||
       !strcmp(ev, "epoch") || !strcmp(ev, "checkpoint"))
     return model_ev_rank(r, rec, ev, t);
-  if (!strcmp(ev, "launch")) {
+  if (!strcmp(ev, "switch_done")) {
+    /* run.c's own figures; the report recomputes the downtime split from
+     * the rank events, and takes from here only what they cannot give:
+     * the new nodes' setup time, paid while the old set trained */
+    double setup;
+    if ((rc = model_num(r, rec, ev, "setup_s", 0, &setup))) return rc;
+    if (GROW(m->done_setup_s, m->n_done, m->cap_done)) return PM_ENOMEM;
+    m->done_setup_s[m->n_done++] = setup;
+    return 0;
+  }
+  if (!strcmp(ev, "launch") || !strcmp(ev, "relaunch")) {
     if (model_grow((void **)&m->launch_t_s, &m->cap_launch, (size_t)m->n_launches,
                    sizeof *m->launch_t_s))
       return PM_ENOMEM;
@@ -423,6 +434,7 @@ void model_free(model_run *m) {
   free(m->stops_s);
   free(m->phases);
   free(m->launch_t_s);
+  free(m->done_setup_s);
   free(m->switches);
   free(m->types);
   free(m->steady);
@@ -540,6 +552,7 @@ static int model_switches(model_run *m) {
     s->restart_s = s->new_init_begin_s - s->ckpt_end_s;
     s->reinit_s = s->first_new_pi_s - s->new_init_begin_s;
     s->downtime_s = s->first_new_pi_s - s->last_old_pi_s;
+    s->setup_s = m->n_switches < m->n_done ? m->done_setup_s[m->n_switches] : NAN;
     model_composition(m, L - 1, s->from, sizeof s->from);
     model_composition(m, L, s->to, sizeof s->to);
     m->n_switches++;

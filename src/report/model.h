@@ -70,6 +70,7 @@ typedef struct {
   double last_old_pi_s;     /* end of the last PI on the old set */
   double ckpt_end_s, new_init_begin_s, first_new_pi_s;
   double checkpoint_s, restart_s, reinit_s, downtime_s;
+  double setup_s; /* new nodes' setup while training (switch_done), NaN */
   char from[MODEL_REASON_MAX], to[MODEL_REASON_MAX]; /* "2 x a, 1 x b" */
 } model_switch;
 
@@ -106,6 +107,7 @@ typedef struct {
   char (*phases)[MODEL_NAME_MAX]; size_t n_phases, cap_phases;
   int n_launches;   /* launch events seen (0: one implicit launch) */
   double *launch_t_s; size_t cap_launch;
+  double *done_setup_s; size_t n_done, cap_done; /* switch_done setup_s */
   long records, known_records;
   double t0_s, end_s; /* first known event, run end (run_end or last) */
   int has_run_end;

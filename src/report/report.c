@@ -194,6 +194,7 @@ int render_json(const model_run *m, const report_ideal *ideal, const report_curv
     jnum(x, "stop_request_s", rel(m, s->stop_t_s));
     jnum(x, "last_old_pi_s", rel(m, s->last_old_pi_s));
     jnum(x, "first_new_pi_s", rel(m, s->first_new_pi_s));
+    jnum(x, "setup_s", s->setup_s);
     jnum(x, "checkpoint_s", s->checkpoint_s);
     jnum(x, "restart_s", s->restart_s);
     jnum(x, "reinit_s", s->reinit_s);
