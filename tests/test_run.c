@@ -5,14 +5,24 @@
  * The run cases need root (cgroups) and mpirun; they skip otherwise.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "common/util.h"
 #include "controller/config.h"
 #include "paramount.h"
 #include "test.h"
+
+#define PARAMOUNT PM_BINARY_DIR "/paramount"
+#define BURN PM_BINARY_DIR "/paramount-burn"
 
 static run_config cfg;
 
@@ -123,6 +133,344 @@ TEST(config_unknown_type_against_catalog) {
   catalog_free(cat);
   ASSERT_EQ_INT(run_config_load("/nonexistent/run.yaml", &cfg, err, sizeof err), PM_ENOENT);
   ASSERT_CONTAINS(err, "/nonexistent/run.yaml: cannot read config: no such file");
+}
+
+/* ---- end to end ---------------------------------------------------- */
+
+/* The burn job every run case shares: ~30 ms of CPU per rank and PI, so
+ * that a node's CPU quota (per 100 ms CFS period) really sets its speed;
+ * a tiny allreduce, because MPI's busy-polling while waiting also eats a
+ * node's quota. */
+#define JOB_ARGS "--samples", "2400", "--batch", "24", "--work", "6800000", "--allreduce-bytes", "64"
+
+/* slow: cheap but slowest; eff: best samples per dollar (min-cost);
+ * fast: fastest (min-time).  3 + 2 replacements fit 2 host cores. */
+static const char *catalog_text(double granularity_s) {
+  static char buf[2048];
+  snprintf(buf, sizeof buf,
+           "types:\n"
+           "  - {name: slow, price_usd_per_hour: 0.10, vcpus: 2, memory_gib: 4,\n"
+           "     billing_granularity_s: %g, billing_minimum_s: 0,\n"
+           "     local: {cpu_fraction: 0.10, memory_limit_mib: 512, boot_delay_s: 0.3}}\n"
+           "  - {name: eff, price_usd_per_hour: 0.15, vcpus: 2, memory_gib: 4,\n"
+           "     billing_granularity_s: %g, billing_minimum_s: 0,\n"
+           "     local: {cpu_fraction: 0.25, memory_limit_mib: 512, boot_delay_s: 0.3}}\n"
+           "  - {name: fast, price_usd_per_hour: 0.50, vcpus: 4, memory_gib: 8,\n"
+           "     billing_granularity_s: %g, billing_minimum_s: 0,\n"
+           "     local: {cpu_fraction: 0.45, memory_limit_mib: 512, boot_delay_s: 0.3}}\n",
+           granularity_s, granularity_s, granularity_s);
+  return buf;
+}
+
+static int is_root(void) { return geteuid() == 0; }
+
+#define SKIP_UNLESS_RUNNABLE()                                                 \
+  do {                                                                         \
+    if (!is_root() || access("/usr/bin/mpirun", X_OK) || access(BURN, X_OK)) { \
+      printf("SKIP %s: needs root (cgroups), mpirun and paramount-burn\n",     \
+             __func__);                                                        \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (!f) TEST_FAIL_("cannot write %s: %s", path, strerror(errno));
+  fputs(text, f);
+  fclose(f);
+}
+
+static void tmpdir(char *out, size_t cap) {
+  snprintf(out, cap, "/tmp/pm-test-run-XXXXXX");
+  if (!mkdtemp(out)) TEST_FAIL_("mkdtemp: %s", strerror(errno));
+}
+
+/* Runs argv with stdout+stderr into a malloc'd string; the exit status
+ * (128+sig when killed).  kill_after_s > 0 sends SIGINT then. */
+static int run_capture(char *const *argv, char **out, double kill_after_s) {
+  char path[] = "/tmp/pm-test-run-out-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) TEST_FAIL_("mkstemp");
+  unlink(path);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  if (kill_after_s > 0) {
+    struct timespec ts = {(time_t)kill_after_s,
+                          (long)((kill_after_s - (time_t)kill_after_s) * 1e9)};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGINT);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  off_t len = lseek(fd, 0, SEEK_END);
+  char *buf = malloc((size_t)len + 1);
+  if (pread(fd, buf, (size_t)len, 0) != len) TEST_FAIL_("reading output");
+  buf[len] = '\0';
+  close(fd);
+  *out = buf;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *read_text(const char *path) {
+  char *text = NULL;
+  if (util_read_file(path, 64 << 20, &text, NULL)) TEST_FAIL_("cannot read %s", path);
+  return text;
+}
+
+/* "iterations=N samples=N checksum=0x..." from burn's final line. */
+static void burn_result(const char *text, char *out, size_t cap) {
+  const char *p = NULL, *q = text;
+  while ((q = strstr(q, "paramount-burn: done "))) p = q++;
+  if (!p) TEST_FAIL_("no final burn line in:\n%s", text);
+  const char *a = strstr(p, "iterations="), *e = strstr(p, " ranks=");
+  if (!a || !e) TEST_FAIL_("bad burn line: %s", p);
+  snprintf(out, cap, "%.*s", (int)(e - a), a);
+}
+
+/* The uninterrupted run's result, computed once per test binary (a
+ * direct single-rank run: burn's result does not depend on ranks). */
+static const char *reference(int epochs) {
+  static char ref[256];
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/pm-test-run-ref-%d-%d", epochs, (int)getppid());
+  char *text = NULL;
+  if (util_read_file(path, 4096, &text, NULL) == 0) {
+    snprintf(ref, sizeof ref, "%s", text);
+    free(text);
+    return ref;
+  }
+  char ep[16];
+  snprintf(ep, sizeof ep, "%d", epochs);
+  char *argv[] = {BURN, JOB_ARGS, "--epochs", ep, "--quiet", NULL};
+  char *out = NULL;
+  int st = run_capture(argv, &out, 0);
+  if (st) TEST_FAIL_("reference burn exited %d: %s", st, out);
+  burn_result(out, ref, sizeof ref);
+  free(out);
+  write_text(path, ref);
+  return ref;
+}
+
+typedef struct {
+  char dir[PATH_MAX], run[PATH_MAX + 8];
+  char *out;   /* paramount run's output */
+  int status;
+  char *report; /* report.json text */
+} run_case;
+
+static void run_case_free(run_case *rc) {
+  free(rc->out);
+  free(rc->report);
+}
+
+/* Writes the catalog and a config (cluster + policy lines given) and runs
+ * `paramount run` on it. */
+static void run_job(run_case *rc, double granularity_s, const char *cluster, const char *policy,
+                    int epochs, double interrupt_s) {
+  memset(rc, 0, sizeof *rc);
+  tmpdir(rc->dir, sizeof rc->dir);
+  char path[PATH_MAX + 32], cfg[4096];
+  snprintf(path, sizeof path, "%s/cat.yaml", rc->dir);
+  write_text(path, catalog_text(granularity_s));
+  snprintf(cfg, sizeof cfg,
+           "provider: local\ncatalog: cat.yaml\ncluster:\n%s"
+           "job:\n  command: [%s, --samples, '2400', --batch, '24', --work, '6800000',\n"
+           "            --allreduce-bytes, '64', --epochs, '%d']\n"
+           "  resume: [--resume, '{checkpoint}']\n"
+           "policy:\n  interval_s: 1\n%s",
+           cluster, BURN, epochs, policy);
+  snprintf(path, sizeof path, "%s/run.yaml", rc->dir);
+  write_text(path, cfg);
+  snprintf(rc->run, sizeof rc->run, "%s/run", rc->dir);
+  char *argv[] = {PARAMOUNT, "run", path, "--out", rc->run, NULL};
+  rc->status = run_capture(argv, &rc->out, interrupt_s);
+  printf("%s", rc->out);
+  char rp[PATH_MAX + 32];
+  snprintf(rp, sizeof rp, "%s/report.json", rc->run);
+  if (util_read_file(rp, 16 << 20, &rc->report, NULL)) rc->report = NULL;
+}
+
+/* Nothing of the run is alive: the provider's view and the cgroups. */
+static void assert_no_node_left(const run_case *rc) {
+  char *argv[] = {PARAMOUNT, "nodes", (char *)rc->run, NULL};
+  char *out = NULL;
+  ASSERT_EQ_INT(run_capture(argv, &out, 0), 0);
+  ASSERT_CONTAINS(out, " 0 live");
+  free(out);
+  char path[PATH_MAX + 64];
+  for (int k = 1; k < 32; k++) {
+    snprintf(path, sizeof path, "%s/nodes/n%d/node.json", rc->run, k);
+    if (access(path, F_OK)) break;
+    char *text = read_text(path);
+    /* "cgroups":["\/sys\/fs\/cgroup\/cpu\/...", ...] (json-c escapes '/') */
+    size_t at = 0, len = strlen(text);
+    while (at < len) {
+      while (at < len && strncmp(text + at, "\"\\/sys", 6)) at++;
+      if (at >= len) break;
+      size_t i = at + 1, w = 0;
+      char cg[PATH_MAX];
+      for (; i < len && text[i] != '"' && w < sizeof cg - 1; i++)
+        if (text[i] != '\\') cg[w++] = text[i];
+      cg[w] = '\0';
+      at = i;
+      if (!access(cg, F_OK)) TEST_FAIL_("cgroup %s of n%d survived the run", cg, k);
+    }
+    free(text);
+  }
+}
+
+/* The cluster of the last launch, from report.json ("3xeff"). */
+static void last_cluster(const run_case *rc, char *out, size_t cap) {
+  const char *p = NULL, *q = rc->report;
+  if (!q) TEST_FAIL_("no report.json in %s:\n%s", rc->run, rc->out);
+  while ((q = strstr(q, "\"cluster\":"))) p = q++;
+  if (!p) TEST_FAIL_("no launch in report");
+  p = strchr(p + 10, '"') + 1;
+  snprintf(out, cap, "%.*s", (int)(strchr(p, '"') - p), p);
+}
+
+static void assert_same_result_as_uninterrupted(const run_case *rc, int epochs) {
+  char log[PATH_MAX + 32], got[256];
+  int last = 0;
+  for (int l = 0; l < 64; l++) {
+    snprintf(log, sizeof log, "%s/job-%d.log", rc->run, l);
+    if (access(log, F_OK)) break;
+    last = l;
+  }
+  snprintf(log, sizeof log, "%s/job-%d.log", rc->run, last);
+  char *text = read_text(log);
+  burn_result(text, got, sizeof got);
+  free(text);
+  ASSERT_STREQ(got, reference(epochs));
+}
+
+TEST(min_cost_converges_to_best_type_losing_nothing) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  run_job(&rc, 1,
+          "  - {type: slow, count: 1}\n  - {type: eff, count: 1}\n  - {type: fast, count: 1}\n",
+          "  objective: min-cost\n", 1, 0);
+  if (rc.status) TEST_FAIL_("paramount run exited %d", rc.status);
+  char cl[128];
+  last_cluster(&rc, cl, sizeof cl);
+  ASSERT_STREQ(cl, "3xeff");
+  ASSERT_CONTAINS(rc.out, "cluster: 1xslow+1xeff+1xfast -> 3xeff");
+  ASSERT_CONTAINS(rc.report, "\"switches\":1,");
+  ASSERT_CONTAINS(rc.out, "downtime");
+  ASSERT_CONTAINS(rc.out, "predicted");
+  assert_same_result_as_uninterrupted(&rc, 1);
+  assert_no_node_left(&rc);
+  /* metrics.csv: one row per PI per rank, both launches. */
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/metrics.csv", rc.run);
+  char *csv = read_text(path);
+  ASSERT_CONTAINS(csv, "launch,rank,node,type,phase,iteration,t_begin,compute_s,comm_s,total_s,samples\n");
+  ASSERT_CONTAINS(csv, "\n1,2,n5,eff,main,99,");
+  free(csv);
+  run_case_free(&rc);
+}
+
+/* The same start under min-time goes to the fastest type instead. */
+TEST(min_time_picks_the_fast_type) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  run_job(&rc, 1,
+          "  - {type: slow, count: 1}\n  - {type: eff, count: 1}\n  - {type: fast, count: 1}\n",
+          "  objective: min-time\n", 1, 0);
+  if (rc.status) TEST_FAIL_("paramount run exited %d", rc.status);
+  char cl[128];
+  last_cluster(&rc, cl, sizeof cl);
+  ASSERT_STREQ(cl, "3xfast");
+  assert_same_result_as_uninterrupted(&rc, 1);
+  assert_no_node_left(&rc);
+  run_case_free(&rc);
+}
+
+/* Billed by the hour: the hour of the nodes running is paid already, and
+ * new nodes cost an hour each, far more than the few seconds left of the
+ * job could save.  No switch pays, and the policy must see it (the same
+ * start with per-second billing does switch, above). */
+TEST(too_short_a_job_does_not_switch) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  run_job(&rc, 3600,
+          "  - {type: slow, count: 1}\n  - {type: eff, count: 1}\n  - {type: fast, count: 1}\n",
+          "  objective: min-cost\n", 1, 0);
+  if (rc.status) TEST_FAIL_("paramount run exited %d", rc.status);
+  ASSERT_CONTAINS(rc.report, "\"switches\":0,");
+  ASSERT_CONTAINS(rc.report, "\"action\":\"stay\"");
+  ASSERT(!strstr(rc.report, "\"action\":\"switch\""));
+  assert_same_result_as_uninterrupted(&rc, 1);
+  assert_no_node_left(&rc);
+  run_case_free(&rc);
+}
+
+TEST(static_policy_never_switches) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  run_job(&rc, 1, "  - {type: eff, count: 1}\n  - {type: fast, count: 1}\n",
+          "  name: static\n", 1, 0);
+  if (rc.status) TEST_FAIL_("paramount run exited %d", rc.status);
+  ASSERT_CONTAINS(rc.report, "\"switches\":0,");
+  ASSERT_CONTAINS(rc.report, "static policy never changes the cluster");
+  ASSERT(!strstr(rc.report, "\"action\":\"switch\""));
+  assert_same_result_as_uninterrupted(&rc, 1);
+  assert_no_node_left(&rc);
+  run_case_free(&rc);
+}
+
+/* ^C in the middle: the job and every node are gone, exit 130. */
+TEST(interrupt_terminates_every_node) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  run_job(&rc, 1, "  - {type: slow, count: 1}\n  - {type: eff, count: 1}\n",
+          "  objective: min-cost\n", 1, 4.0);
+  ASSERT_EQ_INT(rc.status, 130);
+  ASSERT_CONTAINS(rc.out, "interrupted by signal 2; every node is terminated");
+  assert_no_node_left(&rc);
+  run_case_free(&rc);
+}
+
+/* A job that fails passes its status through; nodes are terminated. */
+TEST(failing_job_passes_its_status) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  memset(&rc, 0, sizeof rc);
+  tmpdir(rc.dir, sizeof rc.dir);
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/cat.yaml", rc.dir);
+  write_text(path, catalog_text(1));
+  snprintf(path, sizeof path, "%s/run.yaml", rc.dir);
+  /* burn refuses a batch larger than the epoch: exit 2 on every rank. */
+  char cfg[1024];
+  snprintf(cfg, sizeof cfg,
+           "catalog: cat.yaml\ncluster: [{type: eff, count: 2}]\n"
+           "job: {command: [%s, --samples, '10', --batch, '20']}\n", BURN);
+  write_text(path, cfg);
+  snprintf(rc.run, sizeof rc.run, "%s/run", rc.dir);
+  char *argv[] = {PARAMOUNT, "run", path, "--out", rc.run, NULL};
+  rc.status = run_capture(argv, &rc.out, 0);
+  printf("%s", rc.out);
+  ASSERT_EQ_INT(rc.status, 2);
+  ASSERT_CONTAINS(rc.out, "the job failed with status 2");
+  ASSERT_CONTAINS(rc.out, "job: FAILED");
+  assert_no_node_left(&rc);
+  /* And a config the catalog refuses never starts anything. */
+  snprintf(cfg, sizeof cfg, "catalog: cat.yaml\ncluster: [{type: huge}]\njob: {command: [x]}\n");
+  write_text(path, cfg);
+  char run2[PATH_MAX + 16];
+  snprintf(run2, sizeof run2, "%s/run2", rc.dir);
+  char *argv2[] = {PARAMOUNT, "run", path, "--out", run2, NULL};
+  free(rc.out);
+  ASSERT_EQ_INT(run_capture(argv2, &rc.out, 0), 2);
+  ASSERT_CONTAINS(rc.out, "run.yaml:2: field 'cluster.type': 'huge' is not in catalog");
+  ASSERT(access(run2, F_OK) != 0);
+  run_case_free(&rc);
 }
 
 TEST_MAIN()

@@ -423,8 +423,8 @@ static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
   if (ckpt) json_object_object_add(o, "checkpoint", json_object_new_string(ckpt));
   json_object_object_add(o, "log", json_object_new_string(L->log));
   run_jput(c, o, 1);
-  run_say(c, LOG_INFO, "run: %s %d on %s (%s)%s%s", ckpt ? "relaunch" : "launch", idx, comp,
-          "log: " , L->log, "");
+  run_say(c, LOG_INFO, "run: %s %d on %s (log: %s)", ckpt ? "relaunch" : "launch", idx, comp,
+          L->log);
   rc = 0;
 done:
   if (rc && L->in) {
