@@ -106,7 +106,7 @@ TEST(resume_continues_exactly_and_bad_checkpoints_are_refused) {
   /* split: 4, checkpoint, fresh trainer from another seed, load, 3 more */
   ASSERT_EQ_INT(esr_trainer_init(&b, &ctx, &hp, 11), 0);
   run(&b, &ds, 0, 4);
-  esr_ckpt_meta m = {4, 1, 12}, m2;
+  esr_ckpt_meta m = {4, 1, 12, 0, 0}, m2;
   ASSERT_EQ_INT(esr_ckpt_save(path, &b, &m, err, sizeof err), 0);
   esr_trainer_free(&b);
   /* VGG weights come from --vgg or the seed, not the checkpoint: same seed,

@@ -3,7 +3,9 @@
  * Layout (little-endian): a 128-byte header (magic "PMESRCK1", version,
  * model sizes, counters), the float arrays in a fixed order, then a 64-bit
  * checksum of everything before it.  The reader checks size, version,
- * model shape and checksum before it touches the trainer.
+ * model shape and checksum before it touches the trainer.  Version 2 adds
+ * the samples done and the writer's rank count; version 1 still loads.
+ * The batch in the header is the global batch, whatever the rank count.
  */
 #include "ckpt.h"
 
@@ -18,7 +20,7 @@
 #include "paramount.h"
 
 #define CK_MAGIC "PMESRCK1"
-#define CK_VERSION 1
+#define CK_VERSION 2
 #define CK_HDR 128
 
 typedef struct {
@@ -27,7 +29,9 @@ typedef struct {
   int32_t hr, F, B, batch;
   uint64_t next_iter, seed, nimages;
   uint64_t nG, nD, nrun, stepG, stepD;
-  uint8_t pad[CK_HDR - 8 - 8 - 16 - 8 * 8];
+  uint64_t samples_done; /* version 2 */
+  uint32_t nranks, reserved;
+  uint8_t pad[CK_HDR - 8 - 8 - 16 - 8 * 8 - 16];
 } ck_header;
 
 _Static_assert(sizeof(ck_header) == CK_HDR, "checkpoint header is 128 bytes");
@@ -49,6 +53,11 @@ typedef struct {
   const void *p;
   size_t n;
 } span;
+
+/* The global batch: what the iteration counter counts, on any rank count. */
+static int32_t ck_batch(const esr_trainer *t) {
+  return t->hp.gbatch > 0 ? t->hp.gbatch : t->hp.batch;
+}
 
 static int spans(const esr_trainer *t, span *s) {
   s[0] = (span){t->G.params, t->G.nparams * 4};
@@ -80,8 +89,10 @@ int esr_ckpt_save(const char *path, const esr_trainer *t, const esr_ckpt_meta *m
   memset(&h, 0, sizeof h);
   memcpy(h.magic, CK_MAGIC, 8);
   h.version = CK_VERSION, h.header_size = CK_HDR;
-  h.hr = t->hp.hr, h.F = t->hp.F, h.B = t->hp.B, h.batch = t->hp.batch;
+  h.hr = t->hp.hr, h.F = t->hp.F, h.B = t->hp.B, h.batch = ck_batch(t);
   h.next_iter = m->next_iter, h.seed = m->seed, h.nimages = m->nimages;
+  h.samples_done = m->samples_done ? m->samples_done : m->next_iter * (uint64_t)h.batch;
+  h.nranks = m->nranks ? m->nranks : 1;
   h.nG = t->G.nparams, h.nD = t->D.nparams, h.nrun = t->D.nrunning;
   h.stepG = t->optG.step, h.stepD = t->optD.step;
   char tmp[4096];
@@ -139,18 +150,19 @@ int esr_ckpt_load(const char *path, esr_trainer *t, esr_ckpt_meta *m, char *err,
     rc = PM_EPARSE;
     goto out;
   }
-  if (h.version != CK_VERSION || h.header_size != CK_HDR) {
-    snprintf(err, errlen, "%s: checkpoint version %u, this build reads version %d", path,
+  if (h.version < 1 || h.version > CK_VERSION || h.header_size != CK_HDR) {
+    snprintf(err, errlen, "%s: checkpoint version %u, this build reads versions 1 to %d", path,
              h.version, CK_VERSION);
     rc = PM_EPARSE;
     goto out;
   }
-  if (h.hr != t->hp.hr || h.F != t->hp.F || h.B != t->hp.B || h.batch != t->hp.batch ||
+  if (h.version == 1) h.samples_done = h.next_iter * (uint64_t)h.batch, h.nranks = 1;
+  if (h.hr != t->hp.hr || h.F != t->hp.F || h.B != t->hp.B || h.batch != ck_batch(t) ||
       h.nG != t->G.nparams || h.nD != t->D.nparams || h.nrun != t->D.nrunning) {
     snprintf(err, errlen,
              "%s: checkpoint is for hr %d, F %d, B %d, batch %d; this run has hr %d, F %d, "
              "B %d, batch %d",
-             path, h.hr, h.F, h.B, h.batch, t->hp.hr, t->hp.F, t->hp.B, t->hp.batch);
+             path, h.hr, h.F, h.B, h.batch, t->hp.hr, t->hp.F, t->hp.B, ck_batch(t));
     rc = PM_EINVAL;
     goto out;
   }
@@ -181,6 +193,11 @@ int esr_ckpt_load(const char *path, esr_trainer *t, esr_ckpt_meta *m, char *err,
     snprintf(err, errlen, "%s: checksum mismatch, the checkpoint is corrupt", path);
     goto out;
   }
+  if (h.samples_done != h.next_iter * (uint64_t)h.batch) {
+    snprintf(err, errlen, "%s: %llu samples done in %llu iterations of batch %d: inconsistent",
+             path, (unsigned long long)h.samples_done, (unsigned long long)h.next_iter, h.batch);
+    goto out;
+  }
   off = 0;
   for (int i = 0; i < ns; i++) {
     memcpy((void *)s[i].p, buf + off, s[i].n);
@@ -188,6 +205,7 @@ int esr_ckpt_load(const char *path, esr_trainer *t, esr_ckpt_meta *m, char *err,
   }
   t->optG.step = h.stepG, t->optD.step = h.stepD;
   m->next_iter = h.next_iter, m->seed = h.seed, m->nimages = h.nimages;
+  m->samples_done = h.samples_done, m->nranks = h.nranks;
   rc = esr_trainer_sync(t);
   if (rc) snprintf(err, errlen, "%s", nn_errmsg());
 out:

@@ -1,9 +1,11 @@
 /* ckpt.h - versioned, checksummed, atomically written trainer checkpoints.
  *
  * A checkpoint holds G and D parameters, both Adam states, D's BatchNorm
- * running stats, the next iteration, the seed and data-set size (the data
- * order is a function of seed and epoch), so a resumed run continues
- * exactly.  Format: docs/esrgan.md.
+ * running stats, the next iteration, the samples done, the seed and
+ * data-set size (the data order is a function of seed and epoch, the
+ * position a function of the iteration and the global batch), so a run
+ * resumed on any number of ranks continues exactly.  Format:
+ * docs/esrgan.md.
  */
 #ifndef ESRGAN_CKPT_H
 #define ESRGAN_CKPT_H
@@ -14,6 +16,8 @@ typedef struct {
   uint64_t next_iter; /* first iteration the resumed run executes */
   uint64_t seed;
   uint64_t nimages;
+  uint64_t samples_done; /* = next_iter * global batch; 0 on save: computed */
+  uint32_t nranks;       /* ranks that wrote it (informational); 0 = 1 */
 } esr_ckpt_meta;
 
 /* Writes path.tmp, fsyncs, renames over path, fsyncs the directory. */

@@ -1,8 +1,11 @@
 /* main.c - paramount-esrgan: trains ESRGAN (shared/esrgan-spec.md) on an
- * image folder or a synthetic set, reporting init, iterations, epochs,
- * phases and checkpoints through libparamount.
+ * image folder or a synthetic set, alone or data-parallel under mpirun
+ * (dp.h: a fixed global batch shared by the ranks), reporting init,
+ * iterations (compute and communication apart), epochs, phases and
+ * checkpoints through libparamount; stops where the ranks agree when the
+ * controller asks, and resumes from a checkpoint on any number of ranks.
  *
- * Exit status: 0 done, 1 runtime failure, 2 bad option or input.
+ * Exit status: 0 done or stopped, 1 runtime failure, 2 bad option or input.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,21 +20,59 @@
 
 #include "ckpt.h"
 #include "data.h"
+#include "dp.h"
 #include "paramount.h"
 #include "train.h"
 
 #define PROG "paramount-esrgan"
 
+static esr_dp g_dp; /* die() must end every rank, not only this one */
+
+/* Option and input errors (code 2) are the same on every rank: rank 0
+ * alone reports them.  Runtime failures may be one rank's: each says. */
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, PROG ": ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
+  if (code != 2 || esr_dp_env_rank() == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (g_dp.size > 1) fprintf(stderr, PROG ": rank %d: ", g_dp.rank);
+    else fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+  }
   pm_finalize();
-  exit(code);
+  esr_dp_abort(&g_dp, code);
+}
+
+static double wall_now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, size_t n) {
+  if (!n) return 0;
+  qsort(v, n, sizeof *v, cmp_dbl);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* FNV-1a-64 of the trained state: equal on every rank, or the ranks
+ * diverged (the final line says "consistent=0"). */
+static uint64_t state_hash(const esr_trainer *t) {
+  const float *a[3] = {t->G.params, t->D.params, t->D.running};
+  size_t n[3] = {t->G.nparams, t->D.nparams, t->D.nrunning};
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int k = 0; k < 3; k++) {
+    const unsigned char *b = (const unsigned char *)a[k];
+    for (size_t i = 0; i < n[k] * sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ull;
+  }
+  return h;
 }
 
 static double now_s(void) {
@@ -72,7 +113,8 @@ static void usage(void) {
       "                        on stderr (default) or fails the run\n"
       "Model and training (defaults are the original's):\n"
       "  --hr N                high-resolution side, multiple of 16 (256)\n"
-      "  --batch N             batch size (4)\n"
+      "  --batch N             global batch size, shared by the ranks under\n"
+      "                        mpirun (4; see docs/esrgan.md)\n"
       "  --filters N           generator width F, multiple of 16 (64)\n"
       "  --blocks N            RRDB blocks B (23)\n"
       "  --epochs N            epochs (200)\n"
@@ -95,7 +137,10 @@ static void usage(void) {
       "  --sample-interval N   sample grid every N batches after warm-up (100)\n"
       "  --checkpoint-interval N  checkpoint every N batches after warm-up (5000;\n"
       "                        0 = never)\n"
-      "  --resume FILE         continue exactly from a checkpoint\n"
+      "  --checkpoint-seconds S  also checkpoint when S seconds passed since the\n"
+      "                        last one (0 = never; default)\n"
+      "  --resume FILE         continue exactly from a checkpoint, on any number\n"
+      "                        of ranks\n"
       "  --max-iters N         stop after N iterations of this run, checkpointing\n"
       "                        at the stop (0 = run to the end)\n"
       "  --print-interval N    print losses every N batches (1)\n"
@@ -103,7 +148,9 @@ static void usage(void) {
       "  --winograd on|off     Winograd kernels for stride-1 convs (on)\n"
       "  --verbose-impl        print the oneDNN implementation of every conv\n"
       "  --help                this text\n\n"
-      "Exit status: 0 done, 1 runtime failure, 2 bad option or input.\n");
+      "Under mpirun the ranks train data-parallel; when the controller asks, they\n"
+      "agree on one stop iteration, checkpoint there and exit 0.\n\n"
+      "Exit status: 0 done or stopped, 1 runtime failure, 2 bad option or input.\n");
 }
 
 static void mkdirs(const char *path) {
@@ -162,7 +209,10 @@ static void save_grid(const char *out, uint64_t iter, esr_trainer *t, const floa
 }
 
 int main(int argc, char **argv) {
+  double start_unix = wall_now_s(), start_s = now_s();
   pm_init();
+  if (esr_dp_init(&g_dp, &argc, &argv)) die(1, "MPI_Init failed");
+  double mpi_s = now_s() - start_s;
   esr_hparams hp = {.hr = 256, .batch = 4, .F = 64, .B = 23, .warmup_batches = 500,
                     .lambda_adv = 5e-3f, .lambda_pixel = 1e-2f, .lambda_content = 1.0f,
                     .lr = 2e-4f, .b1 = 0.9f, .b2 = 0.999f, .content = 1};
@@ -173,7 +223,8 @@ int main(int argc, char **argv) {
   int strict = 0, vgg_off = 0, wino = 1, verbose = 0;
   enum { O_HR = 256, O_BATCH, O_F, O_B, O_EPOCHS, O_WARM, O_LADV, O_LPIX, O_LCON, O_LR, O_B1,
          O_B2, O_SEED, O_DECAY, O_CH, O_NCPU, O_VGG, O_NOVGG, O_OUT, O_SIV, O_CIV, O_RES,
-         O_MAXIT, O_PIV, O_WINO, O_VERB, O_DATA, O_SYN, O_CACHE, O_BAD, O_HELP };
+         O_MAXIT, O_PIV, O_WINO, O_VERB, O_DATA, O_SYN, O_CACHE, O_BAD, O_HELP, O_CSEC };
+  long ckpt_sec = 0;
   static const struct option opts[] = {
       {"hr", 1, 0, O_HR}, {"hr-height", 1, 0, O_HR}, {"batch", 1, 0, O_BATCH},
       {"batch-size", 1, 0, O_BATCH}, {"filters", 1, 0, O_F}, {"blocks", 1, 0, O_B},
@@ -188,7 +239,7 @@ int main(int argc, char **argv) {
       {"max-iters", 1, 0, O_MAXIT}, {"print-interval", 1, 0, O_PIV},
       {"winograd", 1, 0, O_WINO}, {"verbose-impl", 0, 0, O_VERB}, {"data", 1, 0, O_DATA},
       {"synthetic", 1, 0, O_SYN}, {"cache", 1, 0, O_CACHE}, {"bad-image", 1, 0, O_BAD},
-      {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+      {"checkpoint-seconds", 1, 0, O_CSEC}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
   opterr = 0;
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -224,6 +275,7 @@ int main(int argc, char **argv) {
     case O_OUT: out = v; break;
     case O_SIV: sample_iv = opt_long("sample-interval", v, 0, LONG_MAX); break;
     case O_CIV: ckpt_iv = opt_long("checkpoint-interval", v, 0, LONG_MAX); break;
+    case O_CSEC: ckpt_sec = opt_long("checkpoint-seconds", v, 0, LONG_MAX); break;
     case O_RES: resume = v; break;
     case O_MAXIT: max_iters = opt_long("max-iters", v, 0, LONG_MAX); break;
     case O_PIV: print_iv = opt_long("print-interval", v, 1, LONG_MAX); break;
@@ -241,7 +293,11 @@ int main(int argc, char **argv) {
       else if (strcmp(v, "fail") == 0) strict = 1;
       else die(2, "--bad-image: '%s' is not 'skip' or 'fail'", v);
       break;
-    case O_HELP: usage(); pm_finalize(); return 0;
+    case O_HELP:
+      if (g_dp.rank == 0) usage();
+      pm_finalize();
+      esr_dp_finalize(&g_dp);
+      return 0;
     case ':': die(2, "option %s needs a value (see --help)", argv[optind - 1]);
     default: die(2, "unknown option '%s' (see --help)", argv[optind - 1]);
     }
@@ -252,7 +308,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, PROG ": warning: no --vgg weights: the content loss uses UNTRAINED random "
                          "VGG19 features (--no-vgg off disables it)\n");
 
+  /* The global batch is what --batch says, on any number of ranks; each
+   * rank allocates its share (at least 1: a rank without a sample still
+   * runs the step on a dummy one and contributes zeros). */
+  const int gbatch = hp.batch;
+  esr_dp_set_batch(&g_dp, gbatch);
+  hp.gbatch = gbatch;
+  hp.batch = g_dp.n > 0 ? g_dp.n : 1;
+
   /* data */
+  double data_t0 = now_s();
   esr_dataset ds;
   char err[1024];
   if (data) {
@@ -261,20 +326,24 @@ int main(int argc, char **argv) {
   } else if (esr_data_synthetic(&ds, (int)synthetic, hp.hr, seed)) {
     die(1, "out of memory for %ld synthetic images", synthetic);
   }
-  if (ds.n < hp.batch) die(2, "the data set has %d images, fewer than --batch %d", ds.n, hp.batch);
-  long nb = ds.n / hp.batch; /* the last partial batch is dropped */
+  if (ds.n < gbatch) die(2, "the data set has %d images, fewer than --batch %d", ds.n, gbatch);
+  long nb = ds.n / gbatch; /* the last partial batch is dropped */
+  double data_s = now_s() - data_t0, model_t0 = now_s();
   uint64_t total = (uint64_t)epochs * (uint64_t)nb;
 
   nn_ctx ctx;
   if (nn_ctx_init(&ctx, wino, verbose)) die(1, "%s", nn_errmsg());
   esr_trainer t;
   if (esr_trainer_init(&t, &ctx, &hp, seed)) die(1, "%s", nn_errmsg());
+  esr_dp_install(&g_dp, &t);
   if (vgg && hp.content) {
     load_vgg(vgg, &t.V);
     if (esr_vgg_sync(&ctx, &t.V)) die(1, "%s", nn_errmsg());
   }
-  esr_ckpt_meta meta = {0, seed, (uint64_t)ds.n};
+  esr_ckpt_meta meta = {0, seed, (uint64_t)ds.n, 0, (uint32_t)g_dp.size};
+  double model_s = now_s() - model_t0, resume_t0 = now_s();
   if (resume) {
+    /* every rank reads the file: no broadcast of the model needed */
     esr_ckpt_meta m;
     int rc = esr_ckpt_load(resume, &t, &m, err, sizeof err);
     if (rc) die(2, "--resume: %s", err);
@@ -284,31 +353,55 @@ int main(int argc, char **argv) {
           (unsigned long long)m.seed, (unsigned long long)m.nimages, (unsigned long long)seed,
           ds.n);
     meta.next_iter = m.next_iter;
+    meta.samples_done = m.samples_done;
+    if (m.nranks != (uint32_t)g_dp.size && g_dp.rank == 0)
+      fprintf(stderr, PROG ": resuming on %d ranks a checkpoint written by %u\n", g_dp.size,
+              m.nranks);
+  } else if (esr_dp_bcast_params(&g_dp, &t)) {
+    die(1, "%s", nn_errmsg());
   }
+  double resume_s = now_s() - resume_t0;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/images/training", out);
   mkdirs(dir);
   snprintf(dir, sizeof dir, "%s/saved_models", out);
   mkdirs(dir);
-  fprintf(stderr,
-          PROG ": %d images, hr %d, batch %d, F %d, B %d: G %zu, D %zu parameters; %ld "
-               "batches/epoch; starting at iteration %llu of %llu\n",
-          ds.n, hp.hr, hp.batch, hp.F, hp.B, t.G.nparams, t.D.nparams, nb,
-          (unsigned long long)meta.next_iter, (unsigned long long)total);
+  char outabs[PATH_MAX]; /* checkpoints are reported by absolute path */
+  if (!realpath(out, outabs)) snprintf(outabs, sizeof outabs, "%s", out);
+  if (g_dp.rank == 0)
+    fprintf(stderr,
+            PROG ": %d images, hr %d, batch %d, F %d, B %d: G %zu, D %zu parameters; %ld "
+                 "batches/epoch; starting at iteration %llu of %llu\n",
+            ds.n, hp.hr, gbatch, hp.F, hp.B, t.G.nparams, t.D.nparams, nb,
+            (unsigned long long)meta.next_iter, (unsigned long long)total);
+  if (g_dp.size > 1 && g_dp.rank == 0)
+    fprintf(stderr, PROG ": %d ranks share the global batch %d (rank 0 takes %d)\n", g_dp.size,
+            gbatch, g_dp.n);
 
   size_t nl = (size_t)hp.batch * 3 * (hp.hr / 4) * (hp.hr / 4), nh = (size_t)hp.batch * 3 * hp.hr * hp.hr;
   float *lrb = malloc(nl * 4), *hrb = malloc(nh * 4);
   uint32_t *order = malloc(sizeof(uint32_t) * (size_t)ds.n);
   if (!lrb || !hrb || !order) die(1, "out of memory");
   pm_init_end();
-  uint64_t it = meta.next_iter, stop = total;
+  double init_end_unix = wall_now_s();
+  uint64_t it = meta.next_iter, stop = total, first = it;
   if (max_iters && it + (uint64_t)max_iters < stop) stop = it + (uint64_t)max_iters;
+  uint64_t samples_done = meta.samples_done ? meta.samples_done : it * (uint64_t)gbatch;
   int64_t order_epoch = -1;
   if (it < (uint64_t)hp.warmup_batches)
     pm_phase("warmup", it, (uint64_t)hp.warmup_batches - it);
   else
     pm_phase("gan", it, total - it);
-  int rcode = 0;
+  /* per-iteration wall and communication seconds, for the medians */
+  size_t nrun = (size_t)(stop > it ? stop - it : 0);
+  double *walls = malloc(sizeof(double) * (nrun + 1)), *comms = malloc(sizeof(double) * (nrun + 1));
+  double *comps = malloc(sizeof(double) * (nrun + 1));
+  if (!walls || !comms || !comps) die(1, "out of memory");
+  double first_iter_end_unix = 0, last_iter_end_unix = 0, ckpt_write_s = 0;
+  double last_ckpt_s = now_s(), compute_sum = 0, comm_sum = 0;
+  uint64_t agreed = 0; /* agreed stop iteration + 1; 0: none yet */
+  int rcode = 0, stopped = 0;
+  char ckpt_path[PATH_MAX + 64] = "";
   for (; it < stop; it++) {
     uint64_t epoch = it / (uint64_t)nb, i = it % (uint64_t)nb;
     if ((int64_t)epoch != order_epoch) {
@@ -320,51 +413,135 @@ int main(int argc, char **argv) {
       pm_phase("gan", it, total - it);
     pm_iter_begin(it);
     double t0 = now_s();
-    esr_data_batch(&ds, order + i * (uint64_t)hp.batch, hp.batch, lrb, hrb);
+    g_dp.comm_s = 0;
+    /* this rank's contiguous share of global batch i of the epoch */
+    esr_data_batch(&ds, order + i * (uint64_t)gbatch + (g_dp.n ? g_dp.lo : 0), hp.batch, lrb,
+                   hrb);
     esr_trainer_set_batch(&t, lrb, hrb);
-    if (esr_trainer_step(&t, warm)) {
-      fprintf(stderr, PROG ": iteration %llu failed: %s\n", (unsigned long long)it, nn_errmsg());
+    if (esr_trainer_step(&t, warm))
+      die(1, "iteration %llu failed: %s", (unsigned long long)it, nn_errmsg());
+    uint64_t req, my_stop = 0;
+    if (!agreed && pm_stop_requested(&req) == 1) {
+      /* never before the iteration under way: no rank can undo work */
+      uint64_t eff = req == UINT64_MAX || req < it ? it : req;
+      if (eff > stop - 1) eff = stop - 1;
+      my_stop = eff + 1;
+    }
+    /* Losses as this rank's parts of the global ones (the means weighted
+     * by its share; the RaGAN hooks return parts already), and the sample
+     * count, summed with the stop requests in one collective. */
+    float share = g_dp.hooks.share;
+    double v[5] = {t.loss_pixel * share, t.loss_content * share, t.loss_adv, t.loss_d,
+                   (double)g_dp.n};
+    if (g_dp.size == 1) v[0] = t.loss_pixel, v[1] = t.loss_content;
+    uint64_t ag = 0;
+    if (esr_dp_iter_end(&g_dp, v, 5, my_stop, &ag)) die(1, "%s", nn_errmsg());
+    double wall = now_s() - t0, comm = g_dp.comm_s;
+    pm_iter_end(wall - comm, comm, (uint64_t)g_dp.n);
+    walls[it - first] = wall, comms[it - first] = comm, comps[it - first] = wall - comm;
+    compute_sum += wall - comm, comm_sum += comm;
+    last_iter_end_unix = wall_now_s();
+    if (it == first) first_iter_end_unix = last_iter_end_unix;
+    if ((uint64_t)v[4] != (uint64_t)gbatch)
+      die(1, "iteration %llu processed %.0f samples instead of %d", (unsigned long long)it, v[4],
+          gbatch);
+    samples_done += (uint64_t)gbatch;
+    if (!agreed && ag) {
+      agreed = ag;
+      if (g_dp.rank == 0)
+        fprintf(stderr, PROG ": stop requested; ranks agreed on iteration %llu\n",
+                (unsigned long long)(agreed - 1));
+    }
+    double lpix = v[0], lcon = v[1], ladv = v[2], ld = v[3];
+    double lg = warm ? lpix : hp.lambda_content * lcon + hp.lambda_adv * ladv + hp.lambda_pixel * lpix;
+    if (!isfinite(lg) || !isfinite(ld)) { /* every rank sees the same sums */
+      if (g_dp.rank == 0)
+        fprintf(stderr, PROG ": iteration %llu: loss is not finite, stopping\n",
+                (unsigned long long)it);
       rcode = 1;
       break;
     }
-    double dt = now_s() - t0;
-    pm_iter_end(dt, 0.0, (uint64_t)hp.batch);
-    if (!isfinite(t.loss_g) || !isfinite(t.loss_d)) {
-      fprintf(stderr, PROG ": iteration %llu: loss is not finite, stopping\n", (unsigned long long)it);
-      rcode = 1;
-      break;
-    }
-    if (it % (uint64_t)print_iv == 0 || it + 1 == stop) {
+    if (g_dp.rank == 0 && (it % (uint64_t)print_iv == 0 || it + 1 == stop)) {
       if (warm)
         printf("[Epoch %llu/%ld] [Batch %llu/%ld] [G pixel: %f] (%.3f s)\n",
-               (unsigned long long)epoch, epochs, (unsigned long long)i, nb, t.loss_pixel, dt);
+               (unsigned long long)epoch, epochs, (unsigned long long)i, nb, lpix, wall);
       else
         printf("[Epoch %llu/%ld] [Batch %llu/%ld] [D loss: %f] [G loss: %f, content: %f, adv: "
                "%f, pixel: %f] (%.3f s)\n",
-               (unsigned long long)epoch, epochs, (unsigned long long)i, nb, t.loss_d, t.loss_g,
-               t.loss_content, t.loss_adv, t.loss_pixel, dt);
+               (unsigned long long)epoch, epochs, (unsigned long long)i, nb, ld, lg, lcon, ladv,
+               lpix, wall);
       fflush(stdout);
     }
-    if (!warm && sample_iv && it % (uint64_t)sample_iv == 0) save_grid(out, it, &t, lrb);
-    int last = it + 1 == stop;
-    if ((!warm && ckpt_iv && it % (uint64_t)ckpt_iv == 0) || (last && max_iters)) {
-      char path[4096];
-      snprintf(path, sizeof path, "%s/saved_models/esrgan_%llu.ckpt", out, (unsigned long long)it);
-      meta.next_iter = it + 1;
-      if (esr_ckpt_save(path, &t, &meta, err, sizeof err)) {
-        fprintf(stderr, PROG ": %s\n", err);
+    if (g_dp.rank == 0 && !warm && sample_iv && it % (uint64_t)sample_iv == 0)
+      save_grid(out, it, &t, lrb);
+    int last = it + 1 == stop, stop_now = agreed && it + 1 == agreed;
+    /* the final checkpoint (agreed stop, --max-iters) must exist: every
+     * rank learns whether rank 0 wrote it, and all exit alike */
+    int final = stop_now || (last && max_iters);
+    int periodic = (!warm && ckpt_iv && it % (uint64_t)ckpt_iv == 0) ||
+                   (ckpt_sec && now_s() - last_ckpt_s >= (double)ckpt_sec);
+    if (final || (periodic && g_dp.rank == 0)) {
+      int ok = 1;
+      if (g_dp.rank == 0) {
+        double c0 = now_s();
+        snprintf(ckpt_path, sizeof ckpt_path, "%s/saved_models/esrgan_%llu.ckpt", outabs,
+                 (unsigned long long)it);
+        meta.next_iter = it + 1;
+        meta.samples_done = samples_done;
+        if (esr_ckpt_save(ckpt_path, &t, &meta, err, sizeof err)) {
+          fprintf(stderr, PROG ": %s\n", err);
+          ok = 0;
+        } else {
+          pm_checkpoint(ckpt_path, it);
+          fprintf(stderr, PROG ": checkpoint %s\n", ckpt_path);
+        }
+        ckpt_write_s = now_s() - c0;
+        last_ckpt_s = now_s();
+      }
+      if (final && esr_dp_bcast_int(&g_dp, &ok)) die(1, "MPI_Bcast failed");
+      if (final && !ok) {
         rcode = 1;
         break;
       }
-      pm_checkpoint(path, it);
-      fprintf(stderr, PROG ": checkpoint %s\n", path);
+      /* a failed periodic checkpoint costs nothing yet: go on, loudly */
     }
     if (i + 1 == (uint64_t)nb) pm_epoch_end(epoch, it);
+    if (stop_now || (last && max_iters && stop < total)) {
+      stopped = 1;
+      it++;
+      break;
+    }
   }
+  int same = 1;
+  if (esr_dp_same_everywhere(&g_dp, state_hash(&t), &same)) die(1, "MPI_Allreduce failed");
+  if (g_dp.rank == 0 && rcode == 0) {
+    size_t nr = (size_t)(it - first);
+    double run_s = now_s() - start_s;
+    printf(PROG ": %s iterations=%llu samples=%llu ranks=%d run_iterations=%llu "
+                "state=0x%016llx consistent=%d step_median_s=%.4f compute_median_s=%.4f "
+                "comm_median_s=%.4f compute_s=%.3f comm_s=%.3f wall_s=%.3f%s%s\n",
+           stopped ? "stopped" : "done", (unsigned long long)it, (unsigned long long)samples_done,
+           g_dp.size, (unsigned long long)nr, (unsigned long long)state_hash(&t), same,
+           median(walls, nr), median(comps, nr), median(comms, nr), compute_sum, comm_sum, run_s,
+           stopped ? " checkpoint=" : "", stopped ? ckpt_path : "");
+    /* for bench/bench_esrgan_dp: when each part of a stop/resume happened */
+    printf(PROG ": times start=%.6f init_end=%.6f first_iter_end=%.6f last_iter_end=%.6f "
+                "exit=%.6f mpi_init_s=%.4f data_s=%.4f model_s=%.4f resume_s=%.4f "
+                "ckpt_write_s=%.4f\n",
+           start_unix, init_end_unix, first_iter_end_unix, last_iter_end_unix, wall_now_s(),
+           mpi_s, data_s, model_s, resume_s, ckpt_write_s);
+    fflush(stdout);
+  }
+  if (!same && rcode == 0) {
+    if (g_dp.rank == 0) fprintf(stderr, PROG ": the ranks' weights diverged\n");
+    rcode = 1;
+  }
+  free(walls), free(comms), free(comps);
   free(lrb), free(hrb), free(order);
   esr_trainer_free(&t);
   esr_data_free(&ds);
   nn_ctx_free(&ctx);
   pm_finalize();
+  esr_dp_finalize(&g_dp);
   return rcode;
 }

@@ -512,7 +512,7 @@ void nn_bn_stats_free(nn_bn_stats *st) {
 }
 
 void nn_bn_update_running(nn_bn *bn, const nn_bn_stats *st) {
-  double cnt = (double)bn->n * bn->h * bn->w;
+  double cnt = bn->gcount > 0 ? bn->gcount : (double)bn->n * bn->h * bn->w;
   float unbias = cnt > 1 ? (float)(cnt / (cnt - 1)) : 1.0f;
   for (int i = 0; i < bn->c; i++) {
     bn->run_mean[i] = BN_MOMENTUM * st->mean[i] + (1 - BN_MOMENTUM) * bn->run_mean[i];
@@ -523,6 +523,7 @@ void nn_bn_update_running(nn_bn *bn, const nn_bn_stats *st) {
 
 int nn_bn_forward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_tensor *y,
                   nn_bn_stats *st) {
+  if (ctx->dp && ctx->dp->bn_forward) return ctx->dp->bn_forward(ctx->dp->user, bn, x, y, st);
   dnnl_exec_arg_t a[6] = {{DNNL_ARG_SRC, x->mem},        {DNNL_ARG_DST, y->mem},
                           {DNNL_ARG_SCALE, bn->m_gamma}, {DNNL_ARG_SHIFT, bn->m_beta},
                           {DNNL_ARG_MEAN, st->m_mean},   {DNNL_ARG_VARIANCE, st->m_var}};
@@ -534,6 +535,8 @@ int nn_bn_forward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_tensor *y,
 
 int nn_bn_backward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_bn_stats *st,
                    nn_tensor *dy, nn_tensor *dx, int weights) {
+  if (ctx->dp && ctx->dp->bn_backward)
+    return ctx->dp->bn_backward(ctx->dp->user, bn, x, st, dy, dx, weights);
   /* oneDNN 2.6 insists on SHIFT here although the gradient ignores it */
   dnnl_exec_arg_t a[9] = {{DNNL_ARG_SHIFT, bn->m_beta},
                           {DNNL_ARG_SRC, x->mem},        {DNNL_ARG_MEAN, st->m_mean},

@@ -27,6 +27,7 @@ typedef struct {
   int verbose;        /* 1: print every conv's implementation names */
   int allow_ref;      /* 1: accept ref:any kernels without complaint */
   int ref_count;      /* convs that fell back to a ref:any kernel */
+  const struct nn_dp *dp; /* borrowed; NULL in a single process (below) */
 } nn_ctx;
 
 int nn_ctx_init(nn_ctx *ctx, int winograd, int verbose);
@@ -97,6 +98,9 @@ typedef struct {
   dnnl_primitive_t fwd, bwd;
   dnnl_memory_t m_gamma, m_beta, m_dg, m_db;
   char impl[48];
+  double gcount; /* elements per channel behind the stats when > 0 (set
+                  * by a data-parallel hook: the global batch's); else
+                  * n * h * w */
 } nn_bn;
 
 /* Per call saved statistics (biased batch variance, as oneDNN gives it). */
@@ -121,6 +125,29 @@ void nn_bn_update_running(nn_bn *bn, const nn_bn_stats *st);
  * alias dy. */
 int nn_bn_backward(nn_ctx *ctx, nn_bn *bn, nn_tensor *x, nn_bn_stats *st,
                    nn_tensor *dy, nn_tensor *dx, int weights);
+
+/* ---- data-parallel hooks --------------------------------------------- */
+
+/* A data-parallel driver (apps/esrgan/dp.c) points nn_ctx.dp here so that
+ * the batch-coupled operations (BatchNorm statistics, RaGAN batch means)
+ * run over the global batch of all ranks, not this process's share, and
+ * the mean losses are weighted by `share` = local / global samples.  The
+ * hooks have the contracts of the functions they replace; every rank
+ * calls them in the same order (they contain collectives). */
+typedef struct nn_dp {
+  void *user;
+  float share;
+  int (*bn_forward)(void *user, nn_bn *bn, nn_tensor *x, nn_tensor *y,
+                    nn_bn_stats *st);
+  int (*bn_backward)(void *user, nn_bn *bn, nn_tensor *x, nn_bn_stats *st,
+                     nn_tensor *dy, nn_tensor *dx, int weights);
+  /* Return this rank's part of the global loss (the parts sum to it). */
+  double (*ragan_g_loss)(void *user, const nn_tensor *real,
+                         const nn_tensor *fake, nn_tensor *d_fake, float w);
+  double (*ragan_d_loss)(void *user, const nn_tensor *real,
+                         const nn_tensor *fake, nn_tensor *d_real,
+                         nn_tensor *d_fake);
+} nn_dp;
 
 /* ---- max pool 2x2 stride 2 ------------------------------------------ */
 

@@ -73,6 +73,13 @@ void esr_trainer_set_batch(esr_trainer *t, const float *lr, const float *hr) {
   nn_tensor_from_nchw(&t->hr, hr);
 }
 
+/* Under data parallelism (ctx->dp) the mean losses are weighted by this
+ * rank's share of the global batch, so the ranks' gradients sum to the
+ * global batch's; in a single process the weight is 1. */
+static float dp_share(const esr_trainer *t) {
+  return t->ctx->dp ? t->ctx->dp->share : 1.0f;
+}
+
 static int call_hook(esr_trainer *t, float *grads, size_t n) {
   return t->hook ? t->hook(t->hook_user, grads, n) : 0;
 }
@@ -83,7 +90,7 @@ static int warmup_step(esr_trainer *t) {
   int rc;
   memset(G->grads, 0, G->nparams * sizeof(float));
   if ((rc = esr_gen_forward(ctx, G))) return rc;
-  t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, 1.0f);
+  t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, dp_share(t));
   t->loss_g = t->loss_pixel;
   t->loss_adv = t->loss_content = t->loss_d = 0;
   if ((rc = esr_gen_backward(ctx, G))) return rc;
@@ -101,12 +108,14 @@ static int gan_step(esr_trainer *t) {
   /* ---- G step ---- */
   memset(G->grads, 0, G->nparams * sizeof(float));
   if ((rc = esr_gen_forward(ctx, G))) return rc;
-  t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, hp->lambda_pixel);
+  t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, hp->lambda_pixel * dp_share(t));
   if ((rc = esr_disc_forward(ctx, D, &t->dreal, &t->hr)) ||
       (rc = esr_disc_forward(ctx, D, &t->dfake, &G->out)))
     return rc;
-  t->loss_adv = nn_ragan_g_loss(&t->dreal.logits, &t->dfake.logits, &D->dlogits,
-                                hp->lambda_adv);
+  t->loss_adv = ctx->dp ? ctx->dp->ragan_g_loss(ctx->dp->user, &t->dreal.logits,
+                                                 &t->dfake.logits, &D->dlogits, hp->lambda_adv)
+                        : nn_ragan_g_loss(&t->dreal.logits, &t->dfake.logits, &D->dlogits,
+                                          hp->lambda_adv);
   if ((rc = esr_disc_backward(ctx, D, &t->dfake, 0, 1))) return rc;
   nn_axpby(1.0f, &D->dx, 1.0f, &G->dout);
   t->loss_content = 0;
@@ -117,7 +126,8 @@ static int gan_step(esr_trainer *t) {
       return rc;
     t->loss_content = nn_l1_loss(&t->vgen.out[ESR_VGG_CONVS - 1],
                                  &t->vreal.out[ESR_VGG_CONVS - 1],
-                                 &V->dout[ESR_VGG_CONVS - 1], hp->lambda_content);
+                                 &V->dout[ESR_VGG_CONVS - 1],
+                                 hp->lambda_content * dp_share(t));
     if ((rc = esr_vgg_backward(ctx, V, &t->vgen))) return rc;
     nn_axpby(1.0f, &V->dx, 1.0f, &G->dout);
   }
@@ -129,8 +139,10 @@ static int gan_step(esr_trainer *t) {
   if ((rc = esr_gen_sync(ctx, G))) return rc;
   /* ---- D step: same D weights and inputs as the G step's forwards ---- */
   memset(D->grads, 0, D->nparams * sizeof(float));
-  t->loss_d = nn_ragan_d_loss(&t->dreal.logits, &t->dfake.logits, &t->dlreal,
-                              &t->dlfake);
+  t->loss_d = ctx->dp ? ctx->dp->ragan_d_loss(ctx->dp->user, &t->dreal.logits,
+                                               &t->dfake.logits, &t->dlreal, &t->dlfake)
+                      : nn_ragan_d_loss(&t->dreal.logits, &t->dfake.logits, &t->dlreal,
+                                        &t->dlfake);
   esr_disc_replay_running(D, &t->dreal);
   esr_disc_replay_running(D, &t->dfake);
   nn_copy(&t->dlreal, &D->dlogits);

@@ -17,6 +17,8 @@ typedef struct {
   float lambda_adv, lambda_pixel, lambda_content;
   float lr, b1, b2;
   int content; /* 1: VGG content loss on; 0: disabled */
+  int gbatch;  /* global batch over all ranks (0: = batch, one process);
+                * `batch` is then this rank's share, the tensors' n */
 } esr_hparams;
 
 /* Called with a network's flat gradient buffer after its backward pass and
