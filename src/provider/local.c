@@ -40,7 +40,13 @@
 #include "provider.h"
 
 #define LOCAL_MAX_CG 3             /* cpu, cpuacct, memory (v1) or one (v2) */
-#define LOCAL_PERIOD_US 100000     /* CFS period and duty-cycle period */
+#define LOCAL_PERIOD_US 100000     /* duty-cycle period */
+/* CFS period.  Short, so that a rank that spins while it waits in an
+ * allreduce (as MPI ranks do) overdraws its quota by at most a few ms
+ * instead of the 100 ms default: a long period would tax the next
+ * iteration's compute and blur the speed difference between types. */
+#define LOCAL_CFS_PERIOD_US 10000
+#define LOCAL_CFS_MIN_QUOTA_US 1000 /* the kernel's floor */
 #define LOCAL_REC_MAX (64 * 1024)  /* largest node.json we read */
 #define LOCAL_ENVIRON_MAX (256 * 1024)
 #define LOCAL_KILL_TIMEOUT_S 10.0
@@ -557,14 +563,25 @@ static int local_cg_create(const local_cg_env *e, const char *run_key,
     r->ncg = i + 1;
     if (util_mkdir_p(dir) != 0)
       return local_err(err, cap, PM_ESYS, "cannot create cgroup %s: %s", dir, strerror(errno));
-    long quota_us = lround(r->cpu_fraction * LOCAL_PERIOD_US);
-    if (quota_us < 1000) quota_us = 1000; /* the kernel's floor */
+    /* A fraction whose quota would fall under the kernel's floor gets a
+     * longer period instead of a silently larger share. */
+    long period_us = LOCAL_CFS_PERIOD_US;
+    if (r->cpu_fraction * period_us < LOCAL_CFS_MIN_QUOTA_US)
+      period_us = lround(ceil(LOCAL_CFS_MIN_QUOTA_US / r->cpu_fraction));
+    if (period_us > 1000000) period_us = 1000000; /* the kernel's ceiling */
+    long quota_us = lround(r->cpu_fraction * period_us);
+    if (quota_us < LOCAL_CFS_MIN_QUOTA_US) quota_us = LOCAL_CFS_MIN_QUOTA_US;
     unsigned long long mem_b = (unsigned long long)(r->memory_limit_mib * 1048576.0);
     int bad = 0;
     if (!strcmp(e->ctl[i], "cpu")) {
       snprintf(f, sizeof f, "%s/cpu.cfs_period_us", dir);
-      snprintf(v, sizeof v, "%d", LOCAL_PERIOD_US);
-      bad = local_write_str(f, v);
+      /* Quota first to "unlimited": a period shorter than the current
+       * quota would be refused while that quota stands. */
+      snprintf(f, sizeof f, "%s/cpu.cfs_quota_us", dir);
+      bad = local_write_str(f, "-1");
+      snprintf(f, sizeof f, "%s/cpu.cfs_period_us", dir);
+      snprintf(v, sizeof v, "%ld", period_us);
+      if (!bad) bad = local_write_str(f, v);
       if (!bad) {
         snprintf(f, sizeof f, "%s/cpu.cfs_quota_us", dir);
         snprintf(v, sizeof v, "%ld", quota_us);
@@ -576,7 +593,7 @@ static int local_cg_create(const local_cg_env *e, const char *run_key,
       bad = local_write_str(f, v);
     } else if (!strcmp(e->ctl[i], "v2")) {
       snprintf(f, sizeof f, "%s/cpu.max", dir);
-      snprintf(v, sizeof v, "%ld %d", quota_us, LOCAL_PERIOD_US);
+      snprintf(v, sizeof v, "%ld %ld", quota_us, period_us);
       bad = local_write_str(f, v);
       if (!bad) {
         snprintf(f, sizeof f, "%s/memory.max", dir);
