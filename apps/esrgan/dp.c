@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "paramount.h"
 
@@ -48,12 +49,30 @@ static int dp_launched(void) {
 
 /* ---- collectives, timed as communication ------------------------------- */
 
+#ifndef ESR_NO_MPI
+/* MPI_Allreduce that waits without spinning: Open MPI busy-polls in a
+ * blocking collective, which on a CPU-quota node spends the quota (and on
+ * a shared host the other ranks' cores) on waiting, so the compute after
+ * it is throttled and a rank's compute time stops telling its speed.
+ * Polling with 20 us naps costs at most that much latency per call. */
+static int dp_allreduce(void *buf, int n, MPI_Datatype type) {
+  MPI_Request req;
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, n, type, MPI_SUM, MPI_COMM_WORLD, &req);
+  if (rc != MPI_SUCCESS) return rc;
+  for (int done = 0;;) {
+    if ((rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || done) return rc;
+    struct timespec nap = {0, 20000};
+    nanosleep(&nap, NULL);
+  }
+}
+#endif
+
 /* Sums n doubles over the ranks in place. */
 static int dp_sum_d(esr_dp *dp, double *buf, size_t n) {
   if (dp->size == 1 || n == 0) return 0;
 #ifndef ESR_NO_MPI
   double t0 = dp_now_s();
-  int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  int rc = dp_allreduce(buf, (int)n, MPI_DOUBLE);
   dp->comm_s += dp_now_s() - t0;
   if (rc != MPI_SUCCESS) {
     nn_seterr("MPI_Allreduce of %zu doubles failed (%d)", n, rc);
@@ -73,8 +92,7 @@ static int dp_grad_hook(void *user, float *grads, size_t n) {
   double t0 = dp_now_s();
   for (size_t off = 0; off < n;) {
     size_t k = n - off > (1u << 30) ? (1u << 30) : n - off;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, grads + off, (int)k, MPI_FLOAT, MPI_SUM,
-                           MPI_COMM_WORLD);
+    int rc = dp_allreduce(grads + off, (int)k, MPI_FLOAT);
     if (rc != MPI_SUCCESS) {
       nn_seterr("MPI_Allreduce of %zu gradients failed (%d)", k, rc);
       return PM_EIO;
@@ -392,7 +410,14 @@ int esr_dp_same_everywhere(esr_dp *dp, uint64_t h, int *same) {
 
 void esr_dp_abort(esr_dp *dp, int code) {
 #ifndef ESR_NO_MPI
-  if (dp->mpi && dp->size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (dp->mpi && dp->size > 1) {
+    /* let the launcher forward the message before the abort kills the
+     * job (Open MPI drops a dying rank's unforwarded output) */
+    fflush(stdout);
+    fflush(stderr);
+    usleep(300000);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
   if (dp->mpi) MPI_Finalize();
 #else
   (void)dp;
