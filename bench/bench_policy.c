@@ -81,7 +81,7 @@ static int run_job(const char *const *start, double iters, policy_kind_t kind,
   policy_type_t cat[NTYPES];
   for (int i = 0; i < NTYPES; i++)
     cat[i] = (policy_type_t){TYPES[i].name, TYPES[i].price_usd_per_hour,
-                             gran_s, TYPES[i].setup_s, TYPES[i].hint, 0};
+                             gran_s, TYPES[i].setup_s, TYPES[i].hint, 0, 0};
   policy_cfg_t cfg;
   policy_cfg_default(&cfg);
   cfg.kind = kind;

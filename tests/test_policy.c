@@ -197,7 +197,7 @@ static fx_t *fx_new(void) {
   ASSERT(f != NULL);
   for (int i = 0; i < 3; i++)
     f->types[i] = (policy_type_t){CAT[i].name, CAT[i].price_usd_per_hour, 1,
-                                  CAT[i].setup_s, CAT[i].hint, 0};
+                                  CAT[i].setup_s, CAT[i].hint, 0, 0};
   f->in.types = f->types;
   f->in.n_types = 3;
   f->in.nodes = f->nodes;
@@ -481,24 +481,43 @@ TEST(anti_flap) {
 
 TEST(billing_granularity) {
   /* 1000 PIs left (~1700 s) inside the hour already paid: with hourly
-   * billing staying is free, new nodes cost a whole hour each. */
-  double granularity[] = {1, 3600};
-  policy_action_t want[] = {POLICY_SWITCH, POLICY_STAY};
-  for (int r = 0; r < 2; r++) {
+   * billing staying is free, new nodes cost a whole hour each.  A billing
+   * minimum of an hour does the same to per-second billing; a minute's
+   * minimum does not (the switch still pays). */
+  static const struct {
+    double granularity_s, minimum_s;
+    policy_action_t want;
+  } rows[] = {
+      {1, 0, POLICY_SWITCH},
+      {3600, 0, POLICY_STAY},
+      {1, 60, POLICY_SWITCH},
+      {1, 3600, POLICY_STAY},
+  };
+  for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
     fx_t *f = fx_hetero(60, 1060, 0.02);
-    for (int i = 0; i < 3; i++) f->types[i].billing_granularity_s = granularity[r];
+    for (int i = 0; i < 3; i++) {
+      f->types[i].billing_granularity_s = rows[r].granularity_s;
+      f->types[i].billing_minimum_s = rows[r].minimum_s;
+    }
     policy_decision_t *d = decide(f);
-    if (d->action != want[r])
-      TEST_FAIL_("granularity %g: %s (want %s): %s", granularity[r],
-                 policy_action_name(d->action), policy_action_name(want[r]),
-                 d->reason);
-    if (r == 1) {
+    if (d->action != rows[r].want)
+      TEST_FAIL_("granularity %g minimum %g: %s (want %s): %s", rows[r].granularity_s,
+                 rows[r].minimum_s, policy_action_name(d->action),
+                 policy_action_name(rows[r].want), d->reason);
+    if (rows[r].want == POLICY_STAY) {
       ASSERT_NEAR(d->stay.cost_usd, 0, 1e-9);
       ASSERT_NEAR(d->target.cost_usd, 2 * 0.17, 0.2); /* 2 new hours + */
     }
     free(d);
     free(f);
   }
+  /* A negative minimum is refused as input. */
+  fx_t *f = fx_hetero(60, 1060, 0.02);
+  f->types[0].billing_minimum_s = -1;
+  policy_decision_t *d = calloc(1, sizeof *d);
+  ASSERT_EQ_INT(policy_decide(&f->in, &f->cfg, d), PM_EINVAL);
+  free(d);
+  free(f);
 }
 
 TEST(phases_estimated_separately) {
@@ -558,7 +577,7 @@ TEST(unmeasured_type_hint_and_probe) {
    * by the hint it beats medium for cost.  Not a bet, at most a probe. */
   for (int probe = 0; probe <= 1; probe++) {
     fx_t *f = fx_hetero(60, 20000, 0.02);
-    f->types[3] = (policy_type_t){"xlarge", 0.4, 1, 60, 8, 0};
+    f->types[3] = (policy_type_t){"xlarge", 0.4, 1, 60, 8, 0, 0};
     f->in.n_types = 4;
     f->cfg.probe_unmeasured = probe;
     policy_decision_t *d = decide(f);

@@ -88,6 +88,8 @@ typedef struct {
   double setup_s;               /* request -> ready: measured or estimated */
   double speed_hint;            /* relative speed (vCPUs x CPU share); 0: none */
   int max_nodes;                /* available nodes of the type; 0: no limit */
+  double billing_minimum_s;     /* a node is billed at least this; 0: one granule
+                                 * (last, so positional initializers stay valid) */
 } policy_type_t;
 
 typedef struct {

@@ -103,18 +103,20 @@ static double granule(const policy_type_t *t) {
 }
 
 /* Seconds billed for a node alive d seconds: whole granules, at least one
- * once requested. */
-static double billed_s(double d, double g) {
+ * once requested, and at least the type's minimum (a cloud's 60 s minimum
+ * for per-second billing makes a short-lived replacement cost a minute). */
+static double billed_s(double d, double g, double min_s) {
   if (d <= 0) return 0;
   double k = ceil(d / g - 1e-9);
-  return (k < 1 ? 1 : k) * g;
+  double b = (k < 1 ? 1 : k) * g;
+  return b < min_s ? min_s : b;
 }
 
 /* Cost from now of a node requested at req and terminated at end. */
 static double node_cost(const policy_type_t *t, double req, double now,
                         double end) {
-  double g = granule(t);
-  double b = billed_s(end - req, g) - billed_s(now - req, g);
+  double g = granule(t), m = t->billing_minimum_s > 0 ? t->billing_minimum_s : 0;
+  double b = billed_s(end - req, g, m) - billed_s(now - req, g, m);
   return b > 0 ? b * t->price_usd_per_hour / 3600.0 : 0;
 }
 
@@ -169,7 +171,8 @@ int policy_input_check(const policy_input_t *in, const policy_cfg_t *cfg) {
   for (size_t i = 0; i < in->n_types; i++) {
     const policy_type_t *t = &in->types[i];
     if (!t->name || !(t->price_usd_per_hour >= 0) || !(t->setup_s >= 0) ||
-        !isfinite(t->billing_granularity_s) || !(t->speed_hint >= 0) ||
+        !isfinite(t->billing_granularity_s) || !(t->billing_minimum_s >= 0) ||
+        !isfinite(t->billing_minimum_s) || !(t->speed_hint >= 0) ||
         t->max_nodes < 0)
       return PM_EINVAL;
   }
