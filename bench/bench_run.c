@@ -94,9 +94,11 @@ static int bench_one(const char *dir, const bench_way *w, unsigned samples, int 
     return -1;
   }
   json_object *v;
-  if (json_object_object_get_ex(o, "total_s", &v)) r->total_s = json_object_get_double(v);
+  /* report.json is the report module's, rebuilt from the journal. */
+  if (json_object_object_get_ex(o, "duration_s", &v)) r->total_s = json_object_get_double(v);
   if (json_object_object_get_ex(o, "cost_usd", &v)) r->cost_usd = json_object_get_double(v);
-  if (json_object_object_get_ex(o, "switches", &v)) r->switches = json_object_get_int(v);
+  if (json_object_object_get_ex(o, "switches", &v))
+    r->switches = (int)json_object_array_length(v);
   json_object *nodes;
   int n = 0;
   if (json_object_object_get_ex(o, "nodes", &nodes))

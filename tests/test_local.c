@@ -592,7 +592,7 @@ static void cli_up_nodes_down(const char *throttle) {
              "cluster:\n"
              "  - {type: q25, count: 2}\n"
              "  - {type: q50, count: 1}\n"
-             "policy: {objective: cost}\n");
+             "policy: {objective: min-cost}\n");
   snprintf(run, sizeof run, "%s/run", dir);
   char *out = NULL;
   char *up[] = {PARAMOUNT, "up", cfg, "--out", run, NULL};

@@ -211,10 +211,12 @@ static int config_job(config_ctx *c, yaml_node_t *m, run_config *cfg) {
                          "rank-batch)", s ? s : "?");
     } else if (!strcmp(key, "stop_timeout_s")) {
       rc = config_num(c, v, "job.stop_timeout_s", 1, 86400, &cfg->stop_timeout_s);
+    } else if (!strcmp(key, "checkpoint_every")) {
+      rc = config_uint(c, v, "job.checkpoint_every", 1, 1ULL << 50, &cfg->checkpoint_every);
     } else {
       rc = config_fail(c, k,
                        "field 'job.%s': unknown field (known: command, resume, iterations, "
-                       "batch, scaling, stop_timeout_s)",
+                       "batch, scaling, stop_timeout_s, checkpoint_every)",
                        key);
     }
     if (rc) return rc;

@@ -54,6 +54,10 @@ typedef struct {
   double batch;                  /* samples per PI (see scaling); 0: measured */
   run_scaling scaling;
   double stop_timeout_s;         /* stop request -> job exit, before it is killed */
+  /* The job checkpoints at least every this many iterations on its own
+   * (burn: --checkpoint-every K, in command); 0: unknown.  A lost node
+   * costs at most this many iterations; run warns when more were lost. */
+  unsigned long long checkpoint_every;
 
   /* policy: */
   int has_policy;

@@ -31,6 +31,7 @@
 #include "paramount.h"
 #include "policy/policy.h"
 #include "provider/provider.h"
+#include "report/report.h"
 
 extern char **environ;
 
@@ -675,6 +676,7 @@ static int run_input_build(run_ctx *c, double now, run_input *ri) {
     y->name = ct->name;
     y->price_usd_per_hour = ct->price_usd_per_hour;
     y->billing_granularity_s = ct->billing_granularity_s;
+    y->billing_minimum_s = ct->billing_minimum_s;
     y->setup_s = run_setup_s(c, ct);
     y->speed_hint = ct->cpu_fraction; /* the local emulation's real speed */
   }
@@ -944,35 +946,6 @@ static void run_status(run_ctx *c, double now, int force) {
 
 /* ---- the report -------------------------------------------------------- */
 
-static void run_metrics_write(run_ctx *c) {
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/metrics.csv", c->run_dir);
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    run_say(c, LOG_WARN, "run: cannot write %s: %s", path, strerror(errno));
-    return;
-  }
-  fprintf(f, "launch,rank,node,type,phase,iteration,t_begin,compute_s,comm_s,total_s,samples\n");
-  for (int l = 0; l < c->nl; l++) {
-    size_t nr = 0;
-    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
-    for (size_t r = 0; r < nr; r++) {
-      const intake_rank *k = rs[r];
-      const char *type = run_node_type(c, k->node);
-      for (size_t i = 0; i < k->n_pis; i++) {
-        const intake_pi *x = &k->pis[i];
-        fprintf(f, "%d,%u,%s,%s,%s,%llu,%.6f,%.6f,%.6f,%.6f,%llu\n", l, k->rank, k->node,
-                type ? type : "", x->phase >= 0 && (size_t)x->phase < k->n_phases
-                                      ? k->phases[x->phase].name : "",
-                (unsigned long long)x->iter, (double)x->t_begin_ns / 1e9 - c->t0,
-                (double)x->compute_ns / 1e9, (double)x->comm_ns / 1e9, (double)x->wall_ns / 1e9,
-                (unsigned long long)x->samples);
-      }
-    }
-  }
-  if (fclose(f)) run_say(c, LOG_WARN, "run: writing %s failed", path);
-}
-
 static double run_cost_total(run_ctx *c, double now) {
   double s = 0;
   for (size_t i = 0; i < c->nn; i++) s += provider_node_cost_usd(&c->nodes[i].pn, now);
@@ -990,111 +963,21 @@ static void run_report(run_ctx *c, int exit_status, run_result *res) {
   int done = 0;
   for (int s = 0; s < c->nsw; s++) done += c->sw[s].done;
   res->switches = done;
-  run_metrics_write(c);
 
-  /* Final per-type estimates over everything measured. */
+  /* Final per-type estimates over everything measured, for the summary;
+   * the report recomputes its own from the journal. */
   static run_input ri;
   static policy_estimates_t est;
   int have_est = run_input_build(c, end, &ri) == 0 && policy_estimate(&ri.in, &c->pcfg, &est) == 0;
 
-  json_object *r = json_object_new_object();
-  json_object_object_add(r, "run_dir", json_object_new_string(c->run_dir));
-  json_object_object_add(r, "config", json_object_new_string(c->cfg->path));
-  json_object_object_add(r, "policy", json_object_new_string(c->cfg->policy_name));
-  json_object_object_add(r, "objective", json_object_new_string(c->cfg->objective));
-  json_object_object_add(r, "exit_status", json_object_new_int(exit_status));
-  json_object_object_add(r, "total_s", json_object_new_double(total_s));
-  json_object_object_add(r, "cost_usd", json_object_new_double(cost));
-  json_object_object_add(r, "iterations", json_object_new_int64((int64_t)c->done_iters));
-  json_object_object_add(r, "switches", json_object_new_int(done));
-  json_object *ls = json_object_new_array();
-  for (int l = 0; l < c->nl; l++) {
-    const run_launch *L = &c->launches[l];
-    json_object *o = json_object_new_object();
-    char comp[256];
-    run_composition(c, L->host, L->nhosts, comp, sizeof comp);
-    json_object_object_add(o, "cluster", json_object_new_string(comp));
-    json_object_object_add(o, "start_s", json_object_new_double(L->spawn_s - c->t0));
-    json_object_object_add(o, "end_s", json_object_new_double(L->exit_s ? L->exit_s - c->t0 : -1));
-    json_object_object_add(o, "status", json_object_new_int(L->status));
-    if (L->resumed_from[0])
-      json_object_object_add(o, "resumed_from", json_object_new_string(L->resumed_from));
-    json_object_array_add(ls, o);
-  }
-  json_object_object_add(r, "launches", ls);
-  json_object *ns = json_object_new_array();
-  for (size_t i = 0; i < c->nn; i++) {
-    const provider_node *p = &c->nodes[i].pn;
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "id", json_object_new_string(p->id));
-    json_object_object_add(o, "type", json_object_new_string(p->type));
-    json_object_object_add(o, "state", json_object_new_string(provider_state_name(p->state)));
-    json_object_object_add(o, "setup_s",
-                           json_object_new_double(p->ready_s > 0 ? p->ready_s - p->requested_s : -1));
-    json_object_object_add(o, "alive_s", json_object_new_double(
-        (p->terminated_s > 0 ? p->terminated_s : now) - p->requested_s));
-    json_object_object_add(o, "cost_usd", json_object_new_double(provider_node_cost_usd(p, now)));
-    json_object_array_add(ns, o);
-  }
-  json_object_object_add(r, "nodes", ns);
-  json_object *ss = json_object_new_array();
-  for (size_t i = 0; have_est && i < est.n; i++) {
-    const policy_estimate_t *e = &est.est[i];
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "type", json_object_new_string(e->type));
-    json_object_object_add(o, "phase", json_object_new_string(e->phase));
-    json_object_object_add(o, "nodes", json_object_new_int(e->nodes));
-    json_object_object_add(o, "s_per_sample", json_object_new_double(e->s_per_sample));
-    double per_rank = ri.in.scaling == POLICY_SCALE_RANK_BATCH ? ri.in.batch
-                                                               : ri.in.batch / (e->nodes ? e->nodes : 1);
-    json_object_object_add(o, "compute_pi_s", json_object_new_double(e->s_per_sample * per_rank));
-    json_object_object_add(o, "warmup_pis", json_object_new_int64((int64_t)e->warmup_pis));
-    json_object_object_add(o, "pis_used", json_object_new_int64((int64_t)e->n_used));
-    json_object_object_add(o, "steady", json_object_new_boolean(e->steady));
-    json_object_array_add(ss, o);
-  }
-  json_object_object_add(r, "steady_pi", ss);
-  json_object *sws = json_object_new_array();
-  for (int s = 0; s < c->nsw; s++) {
-    const run_switch *w = &c->sw[s];
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "from", json_object_new_string(w->from));
-    json_object_object_add(o, "to", json_object_new_string(w->to));
-    json_object_object_add(o, "decided_at_s", json_object_new_double(w->decide_s - c->t0));
-    json_object_object_add(o, "done", json_object_new_boolean(w->done));
-    if (w->done) {
-      json_object_object_add(o, "setup_s", json_object_new_double(w->ready_s - w->decide_s));
-      json_object_object_add(o, "checkpoint_s", json_object_new_double(w->ckpt_s - w->stop_req_s));
-      json_object_object_add(o, "restart_s", json_object_new_double(w->init_begin_s - w->exit_s));
-      json_object_object_add(o, "reinit_s", json_object_new_double(w->first_pi_s - w->init_begin_s));
-      json_object_object_add(o, "downtime_s", json_object_new_double(w->first_pi_s - w->stop_req_s));
-    }
-    json_object_array_add(sws, o);
-  }
-  json_object_object_add(r, "switches_detail", sws);
-  json_object *ds = json_object_new_array();
-  for (size_t i = 0; i < c->ndec; i++) {
-    const run_decision_rec *d = &c->dec[i];
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "at_s", json_object_new_double(d->t_s - c->t0));
-    json_object_object_add(o, "action", json_object_new_string(policy_action_name(d->action)));
-    json_object_object_add(o, "reason", json_object_new_string(d->reason ? d->reason : ""));
-    if (d->change[0]) json_object_object_add(o, "change", json_object_new_string(d->change));
-    if (isfinite(d->predicted_s)) {
-      json_object_object_add(o, "predicted_remaining_s", json_object_new_double(d->predicted_s));
-      json_object_object_add(o, "predicted_total_usd", json_object_new_double(d->predicted_usd));
-    }
-    if (exit_status == 0)
-      json_object_object_add(o, "actual_remaining_s", json_object_new_double(end - d->t_s));
-    json_object_array_add(ds, o);
-  }
-  json_object_object_add(r, "decisions", ds);
-  const char *text = json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY);
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/report.json", c->run_dir);
-  if (util_write_file_atomic(path, text, strlen(text)))
-    run_say(c, LOG_WARN, "run: cannot write %s", path);
-  json_object_put(r);
+  /* metrics.csv, report.json and report.html come from the journal alone
+   * (docs/report.md), which run_end has just been synced into. */
+  char err[512] = "";
+  const char *warn = NULL;
+  report_opts ro = {.warn = &warn};
+  int reported = report_build(c->run_dir, &ro, err, sizeof err) == 0;
+  if (!reported) run_say(c, LOG_WARN, "run: report: %s", err);
+  else if (warn) run_say(c, LOG_WARN, "run: report: %s", warn);
 
   /* The summary on the terminal. */
   run_status_clear(c);
@@ -1155,7 +1038,8 @@ static void run_report(run_ctx *c, int exit_status, run_result *res) {
     shown++;
   }
   if (!shown) fprintf(f, "  (none: the job ended before the first decision)\n");
-  fprintf(f, "report: %s/report.json, metrics: %s/metrics.csv\n", c->run_dir, c->run_dir);
+  if (reported)
+    fprintf(f, "report: %s/report.html (and report.json, metrics.csv)\n", c->run_dir);
   fflush(f);
 }
 

@@ -22,6 +22,10 @@ typedef struct {
   int force;                 /* oversubscribing the host warns, not refuses */
   int status_tty;            /* -1: decide from isatty(stderr); 0 / 1 forced */
   FILE *out;                 /* summary; NULL: stdout */
+  /* Resume the run in out_dir (which must hold one) instead of starting a
+   * new one: its leftover nodes are terminated, its last cluster is
+   * started again and the job continues from its last checkpoint. */
+  int resume;
 } run_opts;
 
 typedef struct {
@@ -40,5 +44,11 @@ typedef struct {
  * catalog refuses).  In every case no node is left running.  Installs
  * SIGINT/SIGTERM handlers for its duration. */
 int run_execute(const run_opts *o, run_result *res);
+
+/* Loads the config a run was started with: RUN/config.yaml (copied there
+ * at the start), its relative paths anchored where the original file was,
+ * and RUN/catalog.yaml (also copied) as its catalog.  0 or a PM_E* with
+ * one line in err[cap], like run_config_load. */
+int run_config_of(const char *run_dir, run_config *cfg, char *err, size_t cap);
 
 #endif
