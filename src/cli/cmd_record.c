@@ -61,9 +61,14 @@ static void record_usage(FILE *f) {
 
 static volatile sig_atomic_t g_child_pid;
 
-static void record_forward_signal(int sig) {
+/* A signal a process sent to `record` alone is passed on.  One the
+ * terminal generated (Ctrl-C: si_code SI_KERNEL) already reached the
+ * whole foreground group, CMD included; sending it twice would make
+ * mpirun abort instead of shutting down. */
+static void record_forward_signal(int sig, siginfo_t *si, void *uctx) {
+  (void)uctx;
   pid_t p = (pid_t)g_child_pid;
-  if (p > 0) kill(p, sig);
+  if (p > 0 && (!si || si->si_code != SI_KERNEL)) kill(p, sig);
 }
 
 /* Finds name on PATH the way execvp will; a name with a slash is taken
@@ -107,14 +112,25 @@ static int record_spawn(char **argv, pid_t *pid_out, int *exec_errno) {
   int pfd[2];
   *exec_errno = 0;
   if (pipe2(pfd, O_CLOEXEC) != 0) return PM_ESYS;
+  /* SIGINT/SIGTERM stay blocked until g_child_pid is set, so one that
+   * arrives just after the fork is forwarded, not lost. */
+  sigset_t fwd, old;
+  sigemptyset(&fwd);
+  sigaddset(&fwd, SIGINT);
+  sigaddset(&fwd, SIGTERM);
+  sigprocmask(SIG_BLOCK, &fwd, &old);
   pid_t pid = fork();
   if (pid < 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
     close(pfd[0]);
     close(pfd[1]);
     return PM_ESYS;
   }
   if (pid == 0) {
     close(pfd[0]);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     execvp(argv[0], argv);
     int e = errno;
     ssize_t w = write(pfd[1], &e, sizeof e);
@@ -123,6 +139,7 @@ static int record_spawn(char **argv, pid_t *pid_out, int *exec_errno) {
   }
   close(pfd[1]);
   g_child_pid = pid;
+  sigprocmask(SIG_SETMASK, &old, NULL);
   int e = 0;
   ssize_t n;
   do {
@@ -416,7 +433,8 @@ int cmd_record(int argc, char **argv) {
 
   struct sigaction sa, old_int, old_term;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = record_forward_signal;
+  sa.sa_sigaction = record_forward_signal;
+  sa.sa_flags = SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
