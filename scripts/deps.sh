@@ -9,7 +9,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libjson-c-dev libyaml-dev
       libopenmpi-dev openmpi-bin libdnnl-dev libpng-dev libjpeg-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(clang gfortran python3 python3-numpy python3-torch)
+  pkgs+=(clang gfortran python3 python3-numpy python3-torch chromium)
 fi
 
 missing=()

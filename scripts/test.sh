@@ -29,7 +29,7 @@ fuzz_s=${FUZZ_SECONDS:-60}
 if [[ "$fuzz_s" != 0 && -f fuzz/CMakeLists.txt ]]; then
   echo "== fuzzing (${fuzz_s}s per target) =="
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DPM_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j"$jobs"
+  cmake --build build-fuzz -j"$jobs" --target fuzzers
   shopt -s nullglob
   for f in build-fuzz/fuzz_*; do
     [[ -x "$f" ]] || continue
