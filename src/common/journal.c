@@ -151,7 +151,10 @@ int journal_read(const char *run_dir, journal_cb cb, void *ud,
     json_tokener_reset(tok);
     struct json_object *rec = json_tokener_parse_ex(tok, line, (int)n - 1);
     struct json_object *ev;
+    /* The object must be the whole line: "{...}{...}" or "{...} junk" is
+     * a broken writer, not a record to half-trust. */
     if (!rec || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != (size_t)n - 1 ||
         !json_object_is_type(rec, json_type_object) ||
         !json_object_object_get_ex(rec, "ev", &ev) ||
         !json_object_is_type(ev, json_type_string)) {
