@@ -31,6 +31,10 @@ static int config_fail(config_ctx *c, const yaml_node_t *at, const char *fmt, ..
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* Values quoted from the file may hold newlines or escapes: the
+   * message stays one printable line (docs/security.md). */
+  for (char *p = msg; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
   snprintf(c->err, c->cap, "%s:%zu: %s", c->file,
            at ? (size_t)at->start_mark.line + 1 : (size_t)1, msg);
   return PM_EPARSE;

@@ -40,6 +40,10 @@ static int catalog_fail(catalog_ctx *c, const yaml_node_t *at,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* Names quoted from the file may hold newlines or escapes (fuzz_catalog
+   * found one): the message stays one printable line. */
+  for (char *p = msg; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
   if (at)
     snprintf(c->err, c->cap, "%s:%zu: %s", c->file,
              (size_t)at->start_mark.line + 1, msg);
