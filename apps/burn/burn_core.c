@@ -605,10 +605,18 @@ int burn_ckpt_decode(const uint8_t *buf, size_t len, burn_ckpt *out,
   ck.nranks = burn_get_u64(buf + CK_NRANKS);
   ck.written_ns = burn_get_u64(buf + CK_WRITTEN);
   const uint8_t *ph = buf + CK_PHASES;
-  if (memchr(ph, '\0', BURN_PHASES_SPEC_MAX + 1) == NULL) {
+  const uint8_t *nul = memchr(ph, '\0', BURN_PHASES_SPEC_MAX + 1);
+  if (nul == NULL) {
     burn_why(why, cap, "phase plan is not NUL-terminated");
     return PM_ECORRUPT;
   }
+  /* NUL-padded (docs/burn.md): bytes after the plan are not ours to
+   * ignore, so one checkpoint has exactly one encoding (fuzz_burn_ckpt). */
+  for (const uint8_t *p = nul; p < ph + BURN_PHASES_SPEC_MAX + 1; p++)
+    if (*p) {
+      burn_why(why, cap, "phase plan padding is not zero");
+      return PM_ECORRUPT;
+    }
   memcpy(ck.phases_spec, ph, BURN_PHASES_SPEC_MAX + 1);
   /* A file can pass the checksum and still be nonsense if it was written
    * by a buggy or foreign writer: check that the counters agree. */
