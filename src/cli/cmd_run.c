@@ -32,8 +32,11 @@ static void run_usage(FILE *f) {
           "  --mpirun PATH  the mpirun to use (default: mpirun from PATH)\n"
           "  --no-status    plain log lines instead of the status line on a TTY\n"
           "\n"
-          "Writes RUN/journal.jsonl, RUN/metrics.csv, RUN/report.json and\n"
-          "RUN/job-N.log (the job's output, one file per launch).\n");
+          "Writes RUN/journal.jsonl, RUN/metrics.csv, RUN/report.json,\n"
+          "RUN/report.html, RUN/job-N.log (the job's output, one file per launch)\n"
+          "and copies of the config and catalog (RUN/config.yaml, RUN/catalog.yaml)\n"
+          "for `paramount resume RUN`.  A node lost mid-run is replaced and the job\n"
+          "continues from its last checkpoint (docs/faults.md).\n");
 }
 
 int cmd_run(int argc, char **argv) {
@@ -69,6 +72,13 @@ int cmd_run(int argc, char **argv) {
   static run_config cfg;
   char err[2048] = "";
   if (run_config_load(config, &cfg, err, sizeof err)) {
+    cli_error("run", "%s", err);
+    return CLI_EXIT_USAGE;
+  }
+  /* Again by its absolute path, so that the run remembers where relative
+   * paths point (`paramount resume` may run from anywhere). */
+  char abs[PATH_MAX];
+  if (config[0] != '/' && realpath(config, abs) && run_config_load(abs, &cfg, err, sizeof err)) {
     cli_error("run", "%s", err);
     return CLI_EXIT_USAGE;
   }

@@ -7,6 +7,7 @@
  */
 VERB("record", cmd_record, "run a command, record its paramount iterations, print per-rank timings")
 VERB("run", cmd_run, "run a job, measure its PIs, move it to the best cluster for the objective")
+VERB("resume", cmd_resume, "continue a run whose controller died, from its journal and last checkpoint")
 VERB("up", cmd_up, "start a cluster of local nodes from a config, without a job")
 VERB("nodes", cmd_nodes, "list a run's nodes: type, state, age, setup time, cost so far")
 VERB("down", cmd_down, "terminate every node of a run (idempotent, works after a crash)")

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -42,6 +44,10 @@ extern char **environ;
 #define RUN_STATUS_TTY_S 0.5
 #define RUN_STATUS_LOG_S 5.0
 #define RUN_KILL_GRACE_S 3.0
+#define RUN_LOSSES_MAX 32
+#define RUN_HEALTH_S 1.0          /* between checks that members are alive */
+#define RUN_HEARTBEAT_LOST_S 15.0 /* a rank silent this long: its node is lost */
+#define RUN_RETRIES_MAX 2         /* job crashes on live nodes resumed, then fail */
 
 typedef enum { RUN_RUNNING = 0, RUN_SETUP, RUN_STOPPING, RUN_DONE } run_state;
 
@@ -90,6 +96,19 @@ typedef struct {
   uint64_t start, end; /* end 0: unknown */
 } run_phase_info;
 
+/* One node loss (or job crash), from detection to the first PI after. */
+typedef struct {
+  double t_s;             /* detected */
+  double last_pi_s;       /* end of the last PI before it */
+  char what[200];         /* "n2 (eff)" or "job crashed (status 137)" */
+  char replacement[200];  /* "n4 (eff)", "none: continuing on 2 nodes" */
+  uint64_t ck_next;       /* first iteration the checkpoint does not hold */
+  uint64_t done;          /* iterations done when it happened */
+  int to_launch;
+  double first_pi_s, downtime_s, cost_usd;
+  int done_flag;
+} run_loss;
+
 typedef struct {
   const run_opts *o;
   const run_config *cfg;
@@ -119,6 +138,20 @@ typedef struct {
   int tty, status_shown;
   double last_status_s;
   int can_resume;
+  /* Faults: the last complete checkpoint any launch reported, and the
+   * losses so far.  done_iters counts launches from done_from on only,
+   * from at least done_floor: after a loss the job redoes what the
+   * checkpoint did not hold. */
+  int have_ck;
+  intake_checkpoint ck;
+  run_loss loss[RUN_LOSSES_MAX];
+  int nloss, retries;
+  int done_from;
+  uint64_t done_floor;
+  double next_health_s;
+  int lock_fd;
+  int launch_base; /* launches of earlier controllers of this run (resume) */
+  double ended_cost_usd, ended_total_s; /* from report.json; < 0: unknown */
 } run_ctx;
 
 static volatile sig_atomic_t run_signal;
@@ -364,7 +397,7 @@ static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
   char endpoint[256];
   intake_endpoint(L->in, endpoint, sizeof endpoint);
   int idx = (int)(L - c->launches);
-  snprintf(L->log, sizeof L->log, "%s/job-%d.log", c->run_dir, idx);
+  snprintf(L->log, sizeof L->log, "%s/job-%d.log", c->run_dir, c->launch_base + idx);
   if (ckpt) snprintf(L->resumed_from, sizeof L->resumed_from, "%s", ckpt);
   char **argv = run_mpirun_argv(c, L, ckpt);
   char **envp = run_child_env(endpoint, c->token);
@@ -386,6 +419,10 @@ static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
     /* Its own process group: a terminal ^C reaches only the controller,
      * which then stops the job and the nodes in order. */
     setpgid(0, 0);
+    /* A SIGKILLed controller takes mpirun with it, so no job runs on
+     * unwatched; `paramount down` then clears the nodes. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(127);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     dup2(nullfd, 0);
@@ -410,7 +447,7 @@ static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
   char comp[256];
   run_composition(c, L->host, L->nhosts, comp, sizeof comp);
   json_object *o = run_jrec(ckpt ? "relaunch" : "launch");
-  json_object_object_add(o, "launch", json_object_new_int(idx));
+  json_object_object_add(o, "launch", json_object_new_int(c->launch_base + idx));
   json_object_object_add(o, "pid", json_object_new_int(pid));
   json_object_object_add(o, "endpoint", json_object_new_string(endpoint));
   json_object_object_add(o, "cluster", json_object_new_string(comp));
@@ -473,7 +510,8 @@ static size_t run_phases(run_ctx *c, run_phase_info *ph, size_t cap) {
     const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
     for (size_t r = 0; r < nr; r++) {
       const intake_rank *k = rs[r];
-      if (k->n_pis && k->pis[k->n_pis - 1].iter + 1 > done) done = k->pis[k->n_pis - 1].iter + 1;
+      if (l >= c->done_from && k->n_pis && k->pis[k->n_pis - 1].iter + 1 > done)
+        done = k->pis[k->n_pis - 1].iter + 1;
       for (size_t p = 0; p < k->n_phases; p++) {
         const intake_phase *x = &k->phases[p];
         size_t i = 0;
@@ -491,7 +529,7 @@ static size_t run_phases(run_ctx *c, run_phase_info *ph, size_t cap) {
       }
     }
   }
-  c->done_iters = done;
+  c->done_iters = done > c->done_floor ? done : c->done_floor;
   if (!n) {
     ph[0].name[0] = '\0';
     ph[0].start = 0;
@@ -787,7 +825,7 @@ static void run_decide(run_ctx *c, double now) {
   json_object *o = NULL;
   if (policy_decision_to_json(d, &o) == 0) {
     json_object_object_add(o, "ev", json_object_new_string("decision"));
-    json_object_object_add(o, "launch", json_object_new_int(c->nl - 1));
+    json_object_object_add(o, "launch", json_object_new_int(c->launch_base + c->nl - 1));
     json_object_object_add(o, "iterations_done", json_object_new_int64((int64_t)c->done_iters));
     run_jput(c, o, 0);
   }
@@ -891,6 +929,217 @@ static void run_switch_check_done(run_ctx *c) {
           s->init_begin_s - s->exit_s, s->first_pi_s - s->init_begin_s);
 }
 
+/* ---- faults ------------------------------------------------------------ */
+
+/* Keeps c->ck at the newest checkpoint any launch reported.  Rank 0
+ * writes them, atomically, to one path, so the file there holds at
+ * least what the newest event says. */
+static void run_ckpt_refresh(run_ctx *c) {
+  for (int l = 0; l < c->nl; l++) {
+    size_t nr = 0;
+    const intake_rank *const *rs = intake_ranks(c->launches[l].in, &nr);
+    for (size_t r = 0; r < nr; r++)
+      for (size_t i = 0; i < rs[r]->n_checkpoints; i++) {
+        const intake_checkpoint *k = &rs[r]->checkpoints[i];
+        if (!c->have_ck || k->iter > c->ck.iter) {
+          c->ck = *k;
+          c->have_ck = 1;
+        }
+      }
+  }
+}
+
+/* End of the last PI of launch L over its ranks (0: none). */
+static double run_last_pi_s(const run_launch *L) {
+  size_t nr = 0;
+  const intake_rank *const *rs = intake_ranks(L->in, &nr);
+  double last = 0;
+  for (size_t r = 0; r < nr; r++)
+    if (rs[r]->n_pis && run_pi_end_s(&rs[r]->pis[rs[r]->n_pis - 1]) > last)
+      last = run_pi_end_s(&rs[r]->pis[rs[r]->n_pis - 1]);
+  return last;
+}
+
+/* Members of the current launch that are gone: their node no longer
+ * exists or cannot run commands (cgroup removed, terminated behind our
+ * back, preempted), or with heartbeats set, a rank on it went silent
+ * (libparamount sends HEARTBEAT about once a second).  Fills idx[]
+ * (indices into c->nodes) and returns how many. */
+static size_t run_members_lost(run_ctx *c, size_t *idx, size_t cap, int heartbeats) {
+  run_launch *L = run_cur(c);
+  if (!L) return 0;
+  size_t n = 0, nr = 0;
+  const intake_rank *const *rs = intake_ranks(L->in, &nr);
+  uint64_t now_ns = (uint64_t)(clock_real_s() * 1e9);
+  for (size_t h = 0; h < L->nhosts && n < cap; h++) {
+    run_node *nd = &c->nodes[L->host[h]];
+    int r = c->p->ops->alive(c->p, nd->pn.id, &nd->pn);
+    int gone = r == 0 && nd->pn.state != NODE_BOOTING && nd->pn.state != NODE_REQUESTED;
+    for (size_t k = 0; !gone && heartbeats && !L->exited && k < nr; k++)
+      if (!strcmp(rs[k]->node, nd->pn.id) && rs[k]->last_heard_ns && !rs[k]->finalized &&
+          now_ns > rs[k]->last_heard_ns + (uint64_t)(RUN_HEARTBEAT_LOST_S * 1e9))
+        gone = 1;
+    if (gone) idx[n++] = L->host[h];
+  }
+  return n;
+}
+
+static void run_ids(run_ctx *c, const size_t *idx, size_t n, char *buf, size_t cap) {
+  size_t off = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < n && off < cap; i++) {
+    int w = snprintf(buf + off, cap - off, "%s%s (%s)", i ? ", " : "", c->nodes[idx[i]].pn.id,
+                     c->nodes[idx[i]].pn.type);
+    if (w < 0) break;
+    off += (size_t)w;
+  }
+}
+
+/* Carries the job past a fault.  The nodes in lost[] (none when the job
+ * crashed on live nodes) are terminated and replaced by one node of the
+ * same type each; when no replacement can be had the job continues on
+ * the survivors.  A switch under way is called off.  The job is relaunched
+ * from the last complete checkpoint (from its start when there is none).
+ * 0, or a PM_E* when the run cannot go on. */
+static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char *why) {
+  run_launch *L = run_cur(c);
+  double now = clock_real_s();
+  if (!L->exited) run_launch_kill(L);
+  run_ckpt_refresh(c);
+  run_phases(c, (run_phase_info[POLICY_MAX_PHASES]){0}, POLICY_MAX_PHASES);
+  if (c->nloss == RUN_LOSSES_MAX || c->nl >= RUN_LAUNCHES_MAX) {
+    run_say(c, LOG_ERR, "run: too many faults (%d) or launches (%d) in one run", c->nloss, c->nl);
+    return PM_ENOSPC;
+  }
+  if (c->state == RUN_SETUP || c->state == RUN_STOPPING) {
+    /* The old set is what the checkpoint and the survivors belong to. */
+    for (size_t i = 0; i < c->nn; i++) {
+      if (c->nodes[i].incoming) run_node_stop(c, &c->nodes[i]);
+      c->nodes[i].incoming = c->nodes[i].leaving = 0;
+    }
+    if (c->nsw && !c->sw[c->nsw - 1].exit_s) c->nsw--;
+    c->state = RUN_RUNNING;
+  }
+  run_loss *x = &c->loss[c->nloss++];
+  memset(x, 0, sizeof *x);
+  x->t_s = now;
+  x->ck_next = c->have_ck ? c->ck.iter + 1 : 0;
+  x->done = c->done_iters;
+  x->last_pi_s = run_last_pi_s(L);
+  if (!x->last_pi_s) x->last_pi_s = now;
+  if (nlost) run_ids(c, lost, nlost, x->what, sizeof x->what);
+  else snprintf(x->what, sizeof x->what, "%s", why);
+  for (size_t i = 0; i < nlost; i++) {
+    run_node_stop(c, &c->nodes[lost[i]]);
+    c->nodes[lost[i]].member = 0;
+  }
+  /* Replacements boot while nothing trains: the job is down anyway. */
+  size_t before = c->nn;
+  int replaced = 1;
+  for (size_t i = 0; i < nlost && replaced; i++) {
+    char type[CATALOG_NAME_MAX];
+    snprintf(type, sizeof type, "%s", c->nodes[lost[i]].pn.type);
+    if (run_nodes_start(c, type, 1, 1)) replaced = 0;
+  }
+  while (replaced && c->nn > before) {
+    int ready = 0;
+    if (run_nodes_setup(c, 1, &ready)) replaced = 0;
+    if (ready) break;
+    if (run_signal) return PM_EAGAIN;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (!replaced)
+    for (size_t i = before; i < c->nn; i++) {
+      run_node_stop(c, &c->nodes[i]);
+      c->nodes[i].incoming = 0;
+    }
+  run_launch *N = &c->launches[c->nl];
+  memset(N, 0, sizeof *N);
+  N->pidfd = -1;
+  for (size_t h = 0; h < L->nhosts; h++)
+    if (!c->nodes[L->host[h]].stopped) N->host[N->nhosts++] = L->host[h];
+  size_t fresh[RUN_CONFIG_NODES_MAX], nfresh = 0;
+  for (size_t i = before; i < c->nn && N->nhosts < RUN_CONFIG_NODES_MAX; i++)
+    if (c->nodes[i].incoming && !c->nodes[i].stopped) {
+      N->host[N->nhosts++] = i;
+      fresh[nfresh++] = i;
+    }
+  if (!N->nhosts) {
+    run_say(c, LOG_ERR, "run: %s and no node is left to continue on", x->what);
+    return PM_ESTATE;
+  }
+  if (nfresh) run_ids(c, fresh, nfresh, x->replacement, sizeof x->replacement);
+  else if (nlost)
+    snprintf(x->replacement, sizeof x->replacement, "none: continuing on %zu node%s",
+             N->nhosts, N->nhosts == 1 ? "" : "s");
+  else
+    snprintf(x->replacement, sizeof x->replacement, "none needed: same nodes");
+  uint64_t lost_iters = x->done > x->ck_next ? x->done - x->ck_next : 0;
+  json_object *o = run_jrec("node_lost");
+  json_object *ids = json_object_new_array();
+  for (size_t i = 0; i < nlost; i++)
+    json_object_array_add(ids, json_object_new_string(c->nodes[lost[i]].pn.id));
+  json_object_object_add(o, "nodes", ids);
+  json_object_object_add(o, "what", json_object_new_string(x->what));
+  json_object_object_add(o, "launch", json_object_new_int(c->launch_base + c->nl - 1));
+  json_object_object_add(o, "iterations_done", json_object_new_int64((int64_t)x->done));
+  json_object_object_add(o, "checkpoint_next_iter", json_object_new_int64((int64_t)x->ck_next));
+  json_object_object_add(o, "iterations_lost", json_object_new_int64((int64_t)lost_iters));
+  if (c->have_ck) json_object_object_add(o, "checkpoint", json_object_new_string(c->ck.path));
+  json_object *rep = json_object_new_array();
+  for (size_t i = 0; i < nfresh; i++)
+    json_object_array_add(rep, json_object_new_string(c->nodes[fresh[i]].pn.id));
+  json_object_object_add(o, "replacement", rep);
+  run_jput(c, o, 1);
+  run_say(c, LOG_WARN,
+          "run: lost %s after %llu iterations; resuming at iteration %llu (%llu lost), "
+          "replacement: %s",
+          x->what, (unsigned long long)x->done, (unsigned long long)x->ck_next,
+          (unsigned long long)lost_iters, x->replacement[0] ? x->replacement : "-");
+  if (c->cfg->checkpoint_every && lost_iters > c->cfg->checkpoint_every)
+    run_say(c, LOG_WARN, "run: %llu iterations lost, more than job.checkpoint_every = %llu: "
+            "does the job checkpoint that often?", (unsigned long long)lost_iters,
+            c->cfg->checkpoint_every);
+  int rc = run_launch_start(c, N, c->have_ck ? c->ck.path : NULL);
+  if (rc) return rc;
+  for (size_t i = 0; i < c->nn; i++)
+    if (c->nodes[i].incoming) {
+      c->nodes[i].incoming = 0;
+      c->nodes[i].member = !c->nodes[i].stopped;
+    }
+  x->to_launch = c->nl - 1;
+  c->done_from = c->nl - 1;
+  c->done_floor = x->ck_next;
+  c->next_decide_s = clock_real_s() + c->cfg->interval_s;
+  return 0;
+}
+
+/* The first PI after a fault closes it: downtime, and what the fault
+ * cost at the new cluster's price (the downtime plus the lost work, which
+ * is redone). */
+static void run_loss_check_done(run_ctx *c) {
+  if (!c->nloss) return;
+  run_loss *x = &c->loss[c->nloss - 1];
+  if (x->done_flag || x->to_launch <= 0 || x->to_launch >= c->nl) return;
+  const run_launch *N = &c->launches[x->to_launch];
+  double first = run_first_pi_s(N, NULL);
+  if (!first) return;
+  double price = 0, pi_s = run_recent_pi_s(c);
+  for (size_t h = 0; h < N->nhosts; h++) price += c->nodes[N->host[h]].pn.price_usd_per_hour;
+  uint64_t lost = x->done > x->ck_next ? x->done - x->ck_next : 0;
+  x->first_pi_s = first;
+  x->downtime_s = first - x->last_pi_s;
+  x->cost_usd = price / 3600.0 * (x->downtime_s + (double)lost * pi_s);
+  x->done_flag = 1;
+  json_object *o = run_jrec("node_lost_recovered");
+  json_object_object_add(o, "launch", json_object_new_int(x->to_launch));
+  json_object_object_add(o, "downtime_s", json_object_new_double(x->downtime_s));
+  json_object_object_add(o, "iterations_lost", json_object_new_int64((int64_t)lost));
+  json_object_object_add(o, "cost_usd", json_object_new_double(x->cost_usd));
+  run_jput(c, o, 1);
+}
+
 /* ---- status ----------------------------------------------------------- */
 
 static void run_status(run_ctx *c, double now, int force) {
@@ -978,6 +1227,18 @@ static void run_report(run_ctx *c, int exit_status, run_result *res) {
   int reported = report_build(c->run_dir, &ro, err, sizeof err) == 0;
   if (!reported) run_say(c, LOG_WARN, "run: report: %s", err);
   else if (warn) run_say(c, LOG_WARN, "run: report: %s", warn);
+  if (reported) {
+    /* The journal's figures span every controller of the run (resume)
+     * and bill as the provider does: prefer them. */
+    char rp[PATH_MAX + 32];
+    snprintf(rp, sizeof rp, "%s/report.json", c->run_dir);
+    json_object *r = json_object_from_file(rp), *v;
+    if (r && json_object_object_get_ex(r, "duration_s", &v) && json_object_is_type(v, json_type_double))
+      total_s = res->total_s = json_object_get_double(v);
+    if (r && json_object_object_get_ex(r, "cost_usd", &v) && json_object_is_type(v, json_type_double))
+      cost = res->cost_usd = json_object_get_double(v);
+    json_object_put(r);
+  }
 
   /* The summary on the terminal. */
   run_status_clear(c);
@@ -1008,6 +1269,19 @@ static void run_report(run_ctx *c, int exit_status, run_result *res) {
             s + 1, w->decide_s - c->t0, w->from, w->to, w->ready_s - w->decide_s,
             w->first_pi_s - w->stop_req_s, w->ckpt_s - w->stop_req_s, w->init_begin_s - w->exit_s,
             w->first_pi_s - w->init_begin_s);
+  }
+  for (int k = 0; k < c->nloss; k++) {
+    const run_loss *x = &c->loss[k];
+    uint64_t lost = x->done > x->ck_next ? x->done - x->ck_next : 0;
+    fprintf(f, "fault %d at %.1f s: %s; %llu iteration%s lost (%llu done, resumed at %llu%s); "
+               "replacement: %s",
+            k + 1, x->t_s - c->t0, x->what, (unsigned long long)lost, lost == 1 ? "" : "s",
+            (unsigned long long)x->done, (unsigned long long)x->ck_next,
+            x->ck_next ? " from the last checkpoint" : ", no checkpoint yet", x->replacement);
+    if (x->done_flag)
+      fprintf(f, "; downtime %.2f s; cost $%.6f\n", x->downtime_s, x->cost_usd);
+    else
+      fprintf(f, "; not recovered\n");
   }
   if (have_est) {
     fprintf(f, "steady compute time per PI (per rank, at the cluster size measured):\n");
@@ -1050,9 +1324,34 @@ static int run_on_exit(run_ctx *c, int *exit_status) {
   run_launch *L = run_cur(c);
   run_launch_reap(L);
   json_object *o = run_jrec("job_exit");
-  json_object_object_add(o, "launch", json_object_new_int(c->nl - 1));
+  json_object_object_add(o, "launch", json_object_new_int(c->launch_base + c->nl - 1));
   json_object_object_add(o, "status", json_object_new_int(L->status));
   run_jput(c, o, 1);
+  if (L->status != 0 && !run_signal) {
+    /* A node gone under the job is a fault to carry on past; so is a crash
+     * on live nodes once a checkpoint exists (a few times: a job that
+     * keeps failing is the job's fault). */
+    size_t lost[RUN_CONFIG_NODES_MAX];
+    size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0);
+    if (!nlost) {
+      /* mpirun may notice a node's processes killed before the node's
+       * removal is complete: look again a moment later. */
+      struct timespec ts = {1, 0};
+      nanosleep(&ts, NULL);
+      nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0);
+    }
+    run_ckpt_refresh(c);
+    if (nlost || (c->have_ck && c->retries < RUN_RETRIES_MAX)) {
+      char why[64];
+      snprintf(why, sizeof why, "job crashed (status %d)", L->status);
+      if (!nlost) c->retries++;
+      if (run_recover(c, lost, nlost, why)) {
+        *exit_status = 1;
+        return 1;
+      }
+      return 0;
+    }
+  }
   if (L->status != 0) {
     run_say(c, LOG_ERR, "run: the job failed with status %d (log: %s)", L->status, L->log);
     *exit_status = L->status;
@@ -1103,6 +1402,16 @@ static int run_loop(run_ctx *c) {
     }
     run_phases(c, (run_phase_info[POLICY_MAX_PHASES]){0}, POLICY_MAX_PHASES);
     run_switch_check_done(c);
+    run_loss_check_done(c);
+    if (now >= c->next_health_s) {
+      c->next_health_s = now + RUN_HEALTH_S;
+      size_t lost[RUN_CONFIG_NODES_MAX];
+      size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 1);
+      if (nlost) {
+        if (run_recover(c, lost, nlost, "node lost")) return run_signal ? 128 + run_signal : 1;
+        continue;
+      }
+    }
     if (c->state == RUN_RUNNING && now >= c->next_decide_s) {
       c->next_decide_s = now + c->cfg->interval_s;
       run_decide(c, now);
@@ -1155,6 +1464,174 @@ static int run_policy_cfg(run_ctx *c) {
   return 0;
 }
 
+/* ---- a run's past, for resume ------------------------------------------ */
+
+/* What the journal says about a run another controller left. */
+typedef struct {
+  int started, ended, end_status, launches;
+  double t0;
+  char config[PATH_MAX];
+  int have_ck;
+  intake_checkpoint ck;
+  uint64_t done;
+  size_t nids;
+  char ids[RUN_NODES_MAX][PROVIDER_ID_MAX];
+  char types[RUN_NODES_MAX][CATALOG_NAME_MAX];
+  size_t nhosts; /* of the last launch */
+  char host_type[RUN_CONFIG_NODES_MAX][CATALOG_NAME_MAX];
+} run_past;
+
+static const char *run_jget_str(json_object *rec, const char *k) {
+  json_object *v;
+  return json_object_object_get_ex(rec, k, &v) && json_object_is_type(v, json_type_string)
+             ? json_object_get_string(v) : NULL;
+}
+
+static int run_jget_u64(json_object *rec, const char *k, uint64_t *out) {
+  json_object *v;
+  if (!json_object_object_get_ex(rec, k, &v) || !json_object_is_type(v, json_type_int))
+    return 0;
+  int64_t x = json_object_get_int64(v);
+  if (x < 0) return 0;
+  *out = (uint64_t)x;
+  return 1;
+}
+
+static int run_past_cb(json_object *rec, void *ud) {
+  run_past *p = ud;
+  const char *ev = run_jget_str(rec, "ev");
+  json_object *v;
+  double t = json_object_object_get_ex(rec, "t", &v) ? json_object_get_double(v) : 0;
+  uint64_t u = 0;
+  if (!strcmp(ev, "run_start")) {
+    const char *cf = run_jget_str(rec, "config");
+    p->started = 1;
+    p->t0 = t;
+    snprintf(p->config, sizeof p->config, "%s", cf ? cf : "");
+  } else if (!strcmp(ev, "resume")) {
+    p->ended = 0;
+  } else if (!strcmp(ev, "run_end")) {
+    p->ended = 1;
+    p->end_status = run_jget_u64(rec, "status", &u) ? (int)u : 1;
+  } else if (!strcmp(ev, "checkpoint") && json_object_object_get_ex(rec, "rank", NULL)) {
+    const char *path = run_jget_str(rec, "path");
+    if (path && run_jget_u64(rec, "iter", &u) && (!p->have_ck || u > p->ck.iter)) {
+      p->have_ck = 1;
+      p->ck.iter = u;
+      snprintf(p->ck.path, sizeof p->ck.path, "%s", path);
+      run_jget_u64(rec, "t_ns", &p->ck.t_ns);
+    }
+  } else if (!strcmp(ev, "pi")) {
+    if (run_jget_u64(rec, "iter", &u) && u + 1 > p->done) p->done = u + 1;
+  } else if (!strcmp(ev, "node_request")) {
+    const char *id = run_jget_str(rec, "node"), *type = run_jget_str(rec, "type");
+    if (id && type && p->nids < RUN_NODES_MAX) {
+      snprintf(p->ids[p->nids], sizeof p->ids[0], "%s", id);
+      snprintf(p->types[p->nids++], sizeof p->types[0], "%s", type);
+    }
+  } else if (!strcmp(ev, "launch") || !strcmp(ev, "relaunch")) {
+    p->launches++;
+    json_object *hosts;
+    if (json_object_object_get_ex(rec, "hosts", &hosts) &&
+        json_object_is_type(hosts, json_type_array)) {
+      p->nhosts = 0;
+      for (size_t i = 0; i < json_object_array_length(hosts) && p->nhosts < RUN_CONFIG_NODES_MAX;
+           i++) {
+        const char *id = json_object_get_string(json_object_array_get_idx(hosts, i));
+        for (size_t k = 0; id && k < p->nids; k++)
+          if (!strcmp(p->ids[k], id)) {
+            memcpy(p->host_type[p->nhosts++], p->types[k], sizeof p->host_type[0]);
+            break;
+          }
+      }
+    }
+  }
+  return 0;
+}
+
+static int run_past_read(const char *run_dir, run_past *p, char *err, size_t cap) {
+  memset(p, 0, sizeof *p);
+  long bad = 0;
+  const char *warn = NULL;
+  int rc = journal_read(run_dir, run_past_cb, p, &bad, &warn);
+  if (rc == PM_ENOENT) {
+    snprintf(err, cap, "%s/journal.jsonl: no such file (is %s a run directory?)", run_dir, run_dir);
+    return rc;
+  }
+  if (rc) {
+    snprintf(err, cap, "%s/journal.jsonl line %ld: %s", run_dir, bad, pm_strerror(rc));
+    return rc;
+  }
+  if (warn) log_warn("run: %s/journal.jsonl: %s", run_dir, warn);
+  if (!p->started) {
+    snprintf(err, cap, "%s: no run_start in its journal: not a run of `paramount run`", run_dir);
+    return PM_EPARSE;
+  }
+  return 0;
+}
+
+/* One controller per run directory: an exclusive lock on RUN/controller.lock,
+ * which dies with its holder (SIGKILL included), holding its pid. */
+static int run_lock(run_ctx *c) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/controller.lock", c->run_dir);
+  c->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (c->lock_fd < 0) {
+    log_err("run: cannot open %s: %s", path, strerror(errno));
+    return PM_ESYS;
+  }
+  if (flock(c->lock_fd, LOCK_EX | LOCK_NB)) {
+    char pid[32] = "?";
+    ssize_t n = pread(c->lock_fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 1] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    log_err("run: %s is being run by another paramount (pid %s); stop it first", c->run_dir, pid);
+    return PM_ESTATE;
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  if (ftruncate(c->lock_fd, 0) || pwrite(c->lock_fd, pid, (size_t)n, 0) != n)
+    log_warn("run: cannot write %s", path);
+  return 0;
+}
+
+static int run_copy_file(const char *from, const char *dir, const char *name) {
+  char *text = NULL, to[PATH_MAX + 64];
+  size_t len = 0;
+  int rc = util_read_file(from, RUN_CONFIG_MAX_BYTES, &text, &len);
+  if (rc) return rc;
+  snprintf(to, sizeof to, "%s/%s", dir, name);
+  rc = util_write_file_atomic(to, text, len);
+  free(text);
+  return rc;
+}
+
+static void run_count_down(const char *id, const char *what, void *ud) {
+  (*(int *)ud)++;
+  log_info("run: resume: %s %s", id, what);
+}
+
+int run_config_of(const char *run_dir, run_config *cfg, char *err, size_t cap) {
+  static run_past past;
+  int rc = run_past_read(run_dir, &past, err, cap);
+  if (rc) return rc;
+  char path[PATH_MAX + 32], *text = NULL;
+  size_t len = 0;
+  snprintf(path, sizeof path, "%s/config.yaml", run_dir);
+  if ((rc = util_read_file(path, RUN_CONFIG_MAX_BYTES, &text, &len))) {
+    snprintf(err, cap, "%s: cannot read the run's config copy: %s", path, pm_strerror(rc));
+    return rc;
+  }
+  /* Relative paths (stage files) stay anchored where the original was. */
+  rc = run_config_parse(past.config[0] ? past.config : path, text, len, cfg, err, cap);
+  free(text);
+  if (rc) return rc;
+  snprintf(path, sizeof path, "%s/catalog.yaml", run_dir);
+  if (!access(path, R_OK) && strlen(path) < sizeof cfg->catalog)
+    memcpy(cfg->catalog, path, strlen(path) + 1);
+  return 0;
+}
+
 int run_execute(const run_opts *o, run_result *res) {
   memset(res, 0, sizeof *res);
   res->exit_status = 1;
@@ -1174,6 +1651,7 @@ int run_execute(const run_opts *o, run_result *res) {
   }
   c->o = o;
   c->cfg = cfg;
+  c->lock_fd = -1;
   c->out = o->out ? o->out : stdout;
   c->tty = o->status_tty < 0 ? isatty(2) : o->status_tty;
   c->can_resume = cfg->nresume > 0;
@@ -1194,28 +1672,79 @@ int run_execute(const run_opts *o, run_result *res) {
     res->exit_status = 2;
     goto done_cat;
   }
-  if ((rc = util_run_dir_create(o->out_dir, c->run_dir, sizeof c->run_dir))) {
+  static run_past past;
+  memset(&past, 0, sizeof past);
+  if (o->resume) {
+    if (!o->out_dir || !realpath(o->out_dir, c->run_dir)) {
+      log_err("run: resume: %s: no such run directory", o->out_dir ? o->out_dir : "(none)");
+      rc = PM_ENOENT;
+      goto done_cat;
+    }
+  } else if ((rc = util_run_dir_create(o->out_dir, c->run_dir, sizeof c->run_dir))) {
     log_err("run: cannot create run directory %s: %s", o->out_dir ? o->out_dir : "under runs/",
             rc == PM_EEXIST ? "it already holds a run" : pm_strerror(rc));
     goto done_cat;
   }
   snprintf(res->run_dir, sizeof res->run_dir, "%s", c->run_dir);
+  if ((rc = run_lock(c))) goto done_cat;
+  if (o->resume) {
+    if ((rc = run_past_read(c->run_dir, &past, err, sizeof err))) {
+      log_err("run: resume: %s", err);
+      goto done_cat;
+    }
+    if (past.ended && past.end_status == 0) {
+      log_err("run: resume: %s completed already (its run_end has status 0)", c->run_dir);
+      rc = PM_ESTATE;
+      goto done_cat;
+    }
+  }
   if ((rc = util_token_generate(c->token)) || (rc = journal_open(c->run_dir, &c->j))) {
     log_err("run: cannot start the run in %s: %s", c->run_dir, pm_strerror(rc));
     goto done_cat;
   }
-  c->t0 = clock_real_s();
+  c->t0 = o->resume && past.t0 > 0 ? past.t0 : clock_real_s();
+  c->launch_base = past.launches;
   if ((rc = run_policy_cfg(c))) goto done_journal;
-  json_object *jo = run_jrec("run_start");
-  json_object_object_add(jo, "config", json_object_new_string(cfg->path));
-  json_object_object_add(jo, "catalog", json_object_new_string(catpath));
-  json_object_object_add(jo, "provider", json_object_new_string(cfg->provider));
-  json_object_object_add(jo, "policy", json_object_new_string(cfg->policy_name));
-  json_object_object_add(jo, "objective", json_object_new_string(cfg->objective));
-  run_jput(c, jo, 1);
+  if (!o->resume) {
+    /* resume needs nothing but the run directory: keep the config and the
+     * catalog it was started with. */
+    if (run_copy_file(cfg->path, c->run_dir, "config.yaml") ||
+        run_copy_file(catpath, c->run_dir, "catalog.yaml"))
+      log_warn("run: cannot copy the config and catalog into %s: `paramount resume` will "
+               "not work for this run", c->run_dir);
+    json_object *jo = run_jrec("run_start");
+    json_object_object_add(jo, "config", json_object_new_string(cfg->path));
+    json_object_object_add(jo, "catalog", json_object_new_string(catpath));
+    json_object_object_add(jo, "provider", json_object_new_string(cfg->provider));
+    json_object_object_add(jo, "policy", json_object_new_string(cfg->policy_name));
+    json_object_object_add(jo, "objective", json_object_new_string(cfg->objective));
+    json_object_object_add(jo, "pid", json_object_new_int((int)getpid()));
+    run_jput(c, jo, 1);
+  }
   if (!c->can_resume && strcmp(cfg->policy_name, "static"))
     log_warn("run: %s: job.resume is not set, so the job cannot be moved: the cluster stays "
              "as it starts", cfg->path);
+
+  int nterm = 0;
+  if (o->resume) {
+    /* Nodes a dead controller left are not reused: what ran on them is
+     * unknown.  Terminate them (journaled) before anything new starts. */
+    if (provider_local_down(c->run_dir, run_count_down, &nterm, err, sizeof err))
+      log_warn("run: resume: terminating leftover nodes: %s", err);
+    c->have_ck = past.have_ck;
+    c->ck = past.ck;
+    c->done_floor = past.have_ck ? past.ck.iter + 1 : 0;
+    json_object *jo = run_jrec("resume");
+    json_object_object_add(jo, "pid", json_object_new_int((int)getpid()));
+    json_object_object_add(jo, "nodes_terminated", json_object_new_int(nterm));
+    json_object_object_add(jo, "iterations_done", json_object_new_int64((int64_t)past.done));
+    if (past.have_ck) {
+      json_object_object_add(jo, "checkpoint", json_object_new_string(past.ck.path));
+      json_object_object_add(jo, "checkpoint_next_iter",
+                             json_object_new_int64((int64_t)past.ck.iter + 1));
+    }
+    run_jput(c, jo, 1);
+  }
 
   provider_opts po = {.run_dir = c->run_dir, .cat = c->cat, .paramount_bin = o->paramount_bin,
                       .force = o->force || cfg->force};
@@ -1236,11 +1765,24 @@ int run_execute(const run_opts *o, run_result *res) {
   sigaction(SIGTERM, &sa, &old_term);
 
   fprintf(c->out, "run: %s\n", c->run_dir);
+  if (o->resume)
+    fprintf(c->out, "resume: %d leftover node%s terminated; %llu iterations done, %s\n", nterm,
+            nterm == 1 ? "" : "s", (unsigned long long)past.done,
+            past.have_ck ? "continuing from the last checkpoint" : "no checkpoint: from the start");
+  if (o->resume && past.have_ck)
+    fprintf(c->out, "resume: checkpoint %s holds iterations 0..%llu\n", past.ck.path,
+            (unsigned long long)past.ck.iter);
   fflush(c->out);
   int status = 1;
-  /* Provision: every node boots in the background at once. */
-  for (size_t g = 0; g < cfg->ngroups; g++)
-    if (run_nodes_start(c, cfg->groups[g].type, cfg->groups[g].count, 0)) goto fail;
+  /* Provision: every node boots in the background at once.  A resumed run
+   * starts the cluster its last launch ran on. */
+  if (o->resume && past.nhosts) {
+    for (size_t h = 0; h < past.nhosts; h++)
+      if (run_nodes_start(c, past.host_type[h], 1, 0)) goto fail;
+  } else {
+    for (size_t g = 0; g < cfg->ngroups; g++)
+      if (run_nodes_start(c, cfg->groups[g].type, cfg->groups[g].count, 0)) goto fail;
+  }
   for (size_t i = 0; i < c->nn; i++) c->nodes[i].member = 1;
   for (;;) {
     int ready = 0;
@@ -1256,7 +1798,7 @@ int run_execute(const run_opts *o, run_result *res) {
   run_launch *L0 = &c->launches[0];
   L0->pidfd = -1;
   for (size_t i = 0; i < c->nn; i++) L0->host[L0->nhosts++] = i;
-  if (run_launch_start(c, L0, NULL)) goto fail;
+  if (run_launch_start(c, L0, c->have_ck ? c->ck.path : NULL)) goto fail;
   c->next_decide_s = clock_real_s() + cfg->interval_s;
   status = run_loop(c);
   goto finish;
@@ -1291,6 +1833,7 @@ done_journal:
   journal_close(c->j);
 done_cat:
   catalog_free(c->cat);
+  if (c->lock_fd >= 0) close(c->lock_fd);
 done_ctx:
   free(c->dec);
   free(c);
