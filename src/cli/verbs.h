@@ -13,3 +13,4 @@ VERB("nodes", cmd_nodes, "list a run's nodes: type, state, age, setup time, cost
 VERB("down", cmd_down, "terminate every node of a run (idempotent, works after a crash)")
 VERB("node-exec", cmd_node_exec, "run a command inside a local node (also mpirun's rsh agent)")
 VERB("report", cmd_report, "rebuild a run's metrics.csv, report.json and report.html from its journal")
+VERB("experiment", cmd_experiment, "run the seed's two tests (heterogeneous -> ideal, then ideal from the start) and compare them")
