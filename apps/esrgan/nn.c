@@ -672,23 +672,26 @@ void nn_concat(nn_tensor *const *srcs, int nsrc, nn_tensor *dst) {
   }
 }
 
+/* One parallel region over (image, slice) pairs: a region per slice cost
+ * more than the copies themselves on a busy 2-core machine. */
 void nn_split(const nn_tensor *src, nn_tensor *const *dsts, int ndst,
               unsigned acc_mask) {
   size_t hw = (size_t)src->h * src->w;
-  for (int n = 0; n < src->n; n++) {
+  long total = (long)src->n * ndst;
+#pragma omp parallel for schedule(static)
+  for (long k = 0; k < total; k++) {
+    int n = (int)(k / ndst), i = (int)(k % ndst);
     size_t coff = 0;
-    for (int i = 0; i < ndst; i++) {
-      nn_tensor *d = dsts[i];
-      const float *sp = src->data + ((size_t)n * src->c + coff) * hw;
-      float *dp = d->data + (size_t)n * d->c * hw;
-      long m = (long)((size_t)d->c * hw);
-      if (acc_mask & (1u << i)) {
-#pragma omp parallel for simd schedule(static)
-        for (long j = 0; j < m; j++) dp[j] += sp[j];
-      } else {
-        memcpy(dp, sp, (size_t)m * sizeof(float));
-      }
-      coff += (size_t)d->c;
+    for (int j = 0; j < i; j++) coff += (size_t)dsts[j]->c;
+    nn_tensor *d = dsts[i];
+    const float *sp = src->data + ((size_t)n * src->c + coff) * hw;
+    float *dp = d->data + (size_t)n * d->c * hw;
+    size_t m = (size_t)d->c * hw;
+    if (acc_mask & (1u << i)) {
+#pragma omp simd
+      for (size_t j = 0; j < m; j++) dp[j] += sp[j];
+    } else {
+      memcpy(dp, sp, m * sizeof(float));
     }
   }
 }

@@ -24,6 +24,7 @@ typedef struct {
   dnnl_engine_t eng;
   dnnl_stream_t strm;
   int winograd;       /* 1: ask for Winograd on stride-1 3x3 convs */
+  int bf16;           /* 1: convs compute in bf16 (set before building nets) */
   int verbose;        /* 1: print every conv's implementation names */
   int allow_ref;      /* 1: accept ref:any kernels without complaint */
   int ref_count;      /* convs that fell back to a ref:any kernel */

@@ -7,6 +7,7 @@
  */
 #include "train.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "paramount.h"
@@ -30,8 +31,16 @@ int esr_trainer_init(esr_trainer *t, nn_ctx *ctx, const esr_hparams *hp,
   if (hp->content) {
     if ((rc = esr_vgg_init(ctx, &t->V, n, hr)) ||
         (rc = esr_vtape_init(ctx, &t->V, &t->vgen)) ||
-        (rc = esr_vtape_init(ctx, &t->V, &t->vreal)))
+        (rc = nn_tensor_init(ctx, &t->freal, n, 512, hr / 16, hr / 16)))
       goto fail;
+    t->ids = calloc((size_t)n, sizeof *t->ids);
+    if (hp->feature_cache) t->fcache = calloc(hp->feature_cache, sizeof *t->fcache);
+    if (!t->ids || (hp->feature_cache && !t->fcache)) {
+      rc = PM_ENOMEM;
+      nn_seterr("out of memory for the VGG feature cache index (%zu images)",
+                hp->feature_cache);
+      goto fail;
+    }
   }
   uint64_t rng = seed;
   esr_gen_reset(&t->G, &rng);
@@ -51,7 +60,11 @@ void esr_trainer_free(esr_trainer *t) {
   esr_dtape_free(&t->dreal);
   esr_dtape_free(&t->dfake);
   esr_vtape_free(&t->vgen);
-  esr_vtape_free(&t->vreal);
+  nn_tensor_free(&t->freal);
+  if (t->fcache)
+    for (size_t i = 0; i < t->hp.feature_cache; i++) free(t->fcache[i]);
+  free(t->fcache);
+  free(t->ids);
   esr_vgg_free(&t->V);
   nn_tensor_free(&t->hr);
   nn_tensor_free(&t->dlreal);
@@ -71,6 +84,42 @@ int esr_trainer_sync(esr_trainer *t) {
 void esr_trainer_set_batch(esr_trainer *t, const float *lr, const float *hr) {
   nn_tensor_from_nchw(&t->G.in, lr);
   nn_tensor_from_nchw(&t->hr, hr);
+  t->have_ids = 0;
+}
+
+void esr_trainer_set_ids(esr_trainer *t, const uint32_t *ids) {
+  if (!t->ids || !ids) return;
+  memcpy(t->ids, ids, sizeof *t->ids * (size_t)t->hp.batch);
+  t->have_ids = 1;
+}
+
+/* t->freal = VGG(t->hr), from the cache when every image of the batch is
+ * in it.  The features of image i do not depend on the rest of its batch
+ * (oneDNN's convs compute each image alone), so a cached copy equals a
+ * recomputed one bit for bit and resumed runs stay exact.  The forward
+ * borrows the generator's VGG tape, which the caller fills afterwards. */
+static int real_features(esr_trainer *t) {
+  int n = t->hp.batch, hits = 0;
+  size_t per = t->freal.nfloats / (size_t)n, cap = t->hp.feature_cache;
+  if (t->have_ids && t->fcache)
+    for (int i = 0; i < n; i++) hits += t->ids[i] < cap && t->fcache[t->ids[i]];
+  if (hits == n) {
+    for (int i = 0; i < n; i++)
+      memcpy(t->freal.data + i * per, t->fcache[t->ids[i]], per * sizeof(float));
+    return 0;
+  }
+  int rc = esr_vgg_forward(t->ctx, &t->V, &t->vgen, &t->hr);
+  if (rc) return rc;
+  nn_copy(&t->vgen.out[ESR_VGG_CONVS - 1], &t->freal);
+  if (!t->have_ids || !t->fcache) return 0;
+  for (int i = 0; i < n; i++) {
+    uint32_t id = t->ids[i];
+    if (id >= cap || t->fcache[id]) continue;
+    /* a full cache is only slower: on allocation failure, keep going */
+    if (!(t->fcache[id] = malloc(per * sizeof(float)))) break;
+    memcpy(t->fcache[id], t->freal.data + i * per, per * sizeof(float));
+  }
+  return 0;
 }
 
 /* Under data parallelism (ctx->dp) the mean losses are weighted by this
@@ -121,11 +170,9 @@ static int gan_step(esr_trainer *t) {
   t->loss_content = 0;
   if (hp->content) {
     esr_vgg *V = &t->V;
-    if ((rc = esr_vgg_forward(ctx, V, &t->vgen, &G->out)) ||
-        (rc = esr_vgg_forward(ctx, V, &t->vreal, &t->hr)))
+    if ((rc = real_features(t)) || (rc = esr_vgg_forward(ctx, V, &t->vgen, &G->out)))
       return rc;
-    t->loss_content = nn_l1_loss(&t->vgen.out[ESR_VGG_CONVS - 1],
-                                 &t->vreal.out[ESR_VGG_CONVS - 1],
+    t->loss_content = nn_l1_loss(&t->vgen.out[ESR_VGG_CONVS - 1], &t->freal,
                                  &V->dout[ESR_VGG_CONVS - 1],
                                  hp->lambda_content * dp_share(t));
     if ((rc = esr_vgg_backward(ctx, V, &t->vgen))) return rc;

@@ -19,6 +19,10 @@ typedef struct {
   int content; /* 1: VGG content loss on; 0: disabled */
   int gbatch;  /* global batch over all ranks (0: = batch, one process);
                 * `batch` is then this rank's share, the tensors' n */
+  /* Images whose real VGG features may be cached (data-set indices below
+   * this; 0: no cache).  Each costs 512 * (hr/16)^2 floats, allocated when
+   * the image is first seen in a GAN step (131 MB for 1000 at hr 128). */
+  size_t feature_cache;
 } esr_hparams;
 
 /* Called with a network's flat gradient buffer after its backward pass and
@@ -33,7 +37,11 @@ typedef struct {
   esr_disc D;
   esr_vgg V;
   esr_dtape dreal, dfake;
-  esr_vtape vgen, vreal;
+  esr_vtape vgen;        /* VGG tape of G's output (the real pass borrows it first) */
+  nn_tensor freal;       /* (n, 512, hr/16, hr/16) VGG features of t->hr */
+  float **fcache;        /* owned: [hp.feature_cache] features or NULL */
+  uint32_t *ids;         /* owned: [batch] data-set indices of the batch */
+  int have_ids;          /* 1: ids name the current batch */
   nn_tensor hr;          /* (n, 3, hr, hr) targets of the current batch */
   nn_tensor dlreal, dlfake; /* logits gradients of the D step */
   nn_adam optG, optD;
@@ -52,6 +60,10 @@ void esr_trainer_free(esr_trainer *t);
 int esr_trainer_sync(esr_trainer *t);
 /* Sets one batch from plain NCHW floats: lr (n,3,hr/4,hr/4), hr (n,3,hr,hr). */
 void esr_trainer_set_batch(esr_trainer *t, const float *lr, const float *hr);
+/* Names the data-set images of the batch just set (ids[batch], copied), so
+ * that their real VGG features can be served from the cache.  A batch set
+ * without it is never cached (set_batch forgets the previous ids). */
+void esr_trainer_set_ids(esr_trainer *t, const uint32_t *ids);
 /* One iteration on the current batch: warm-up (pixel loss only) or GAN. */
 int esr_trainer_step(esr_trainer *t, int warmup);
 
