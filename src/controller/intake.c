@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -54,6 +55,7 @@ struct intake {
   char token[WIRE_TOKEN_MAX + 1]; /* zero-padded for the constant-time compare */
   journal *jr;
   int hello_timeout_ms, max_conns;
+  char *checkpoint_root; /* owned; NULL: anywhere */
   conn *conns; /* every open connection */
   int n_pending;
   uint64_t next_conn_id;
@@ -515,6 +517,19 @@ static int handle_frame(intake *in, conn *c, const wire_msg *m) {
     return 0;
   }
   case WIRE_CHECKPOINT: {
+    char why[PATH_MAX + 128];
+    if (intake_checkpoint_path_check(m->u.checkpoint.path, in->checkpoint_root, why,
+                                     sizeof why)) {
+      /* The rank keeps its connection and its data; only this path is
+       * never offered to a resume. */
+      log_warn("rank %u: checkpoint refused: %s", r->rank, why);
+      o = jrec_new("checkpoint_refused", in->now_s);
+      jrec_u64(o, "rank", r->rank);
+      jrec_u64(o, "iter", m->u.checkpoint.iter);
+      jrec_str(o, "why", why);
+      jrec_put(in, o);
+      return 0;
+    }
     if (grow((void **)&r->checkpoints, &r->cap_checkpoints, r->n_checkpoints,
              sizeof *r->checkpoints)) {
       conn_proto_error(in, c, "out of memory for the checkpoints");
@@ -638,6 +653,51 @@ static void expire_hellos(intake *in, uint64_t now_mono) {
   }
 }
 
+/* ---- checkpoint paths -------------------------------------------------- */
+
+/* 1 when path is root or below it, comparing whole components. */
+static int path_is_under(const char *path, const char *root) {
+  size_t n = strlen(root);
+  while (n > 1 && root[n - 1] == '/') n--;
+  if (n == 1 && root[0] == '/') return 1;
+  return !strncmp(path, root, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+int intake_checkpoint_path_check(const char *path, const char *root, char *why, size_t cap) {
+  if (!path || path[0] != '/') {
+    snprintf(why, cap, "checkpoint path '%s' is not absolute", path ? path : "");
+    return PM_EINVAL;
+  }
+  for (const char *p = path; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+      snprintf(why, cap, "checkpoint path holds a control character");
+      return PM_EINVAL;
+    }
+  for (const char *p = path; *p;) {
+    const char *e = strchr(p + 1, '/');
+    size_t n = e ? (size_t)(e - p - 1) : strlen(p + 1);
+    if (n == 0 || (n == 1 && p[1] == '.') || (n == 2 && p[1] == '.' && p[2] == '.')) {
+      snprintf(why, cap, "checkpoint path '%s' has an empty, '.' or '..' component", path);
+      return PM_EINVAL;
+    }
+    if (!e) break;
+    p = e;
+  }
+  if (!root) return 0;
+  char root_real[PATH_MAX], real[PATH_MAX];
+  if (!realpath(root, root_real)) {
+    snprintf(why, cap, "checkpoint directory '%s' does not exist", root);
+    return PM_EINVAL;
+  }
+  /* Lexically first (the file may not exist yet), then as resolved. */
+  if ((!path_is_under(path, root) && !path_is_under(path, root_real)) ||
+      (realpath(path, real) && !path_is_under(real, root_real))) {
+    snprintf(why, cap, "checkpoint path '%s' is outside %s", path, root);
+    return PM_EINVAL;
+  }
+  return 0;
+}
+
 /* ---- public ---------------------------------------------------------- */
 
 int intake_open(const intake_opts *o, intake **out) {
@@ -659,6 +719,7 @@ int intake_open(const intake_opts *o, intake **out) {
   in->hello_timeout_ms = o->hello_timeout_ms > 0 ? o->hello_timeout_ms : INTAKE_HELLO_TIMEOUT_MS;
   in->max_conns = o->max_conns > 0 ? o->max_conns : INTAKE_MAX_CONNS;
   int rc = PM_ENOMEM;
+  if (o->checkpoint_root && !(in->checkpoint_root = strdup(o->checkpoint_root))) goto fail;
   in->rx = malloc(INTAKE_RX_CAP);
   if (!in->rx) goto fail;
 
@@ -864,5 +925,6 @@ void intake_close(intake *in) {
   for (size_t i = 0; i < in->n_ranks; i++) rank_free(in->ranks[i]);
   free(in->ranks);
   free(in->rx);
+  free(in->checkpoint_root);
   free(in);
 }

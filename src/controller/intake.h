@@ -24,6 +24,11 @@ typedef struct {
   journal *journal;        /* borrowed; NULL: events are not journaled */
   int hello_timeout_ms;    /* 0: INTAKE_HELLO_TIMEOUT_MS */
   int max_conns;           /* 0: INTAKE_MAX_CONNS */
+  /* Where checkpoints may live (the run directory, or the job's own
+   * checkpoint directory); NULL: anywhere.  A CHECKPOINT outside it, or
+   * any path that is not absolute and normal, is journaled as
+   * "checkpoint_refused" and never offered for a resume. */
+  const char *checkpoint_root;
   char *err;               /* optional: why intake_open failed, one line */
   size_t err_cap;
 } intake_opts;
@@ -81,6 +86,13 @@ typedef struct {
   unsigned connections;       /* HELLOs accepted for this rank */
   int connected;              /* a connection is open now */
 } intake_rank;
+
+/* Is `path`, reported by a rank, fit to be handed to the job's --resume?
+ * It must be absolute, without "." or ".." components, empty components
+ * or control characters, and, when root is not NULL, inside root - also
+ * once symbolic links are resolved, when the file exists.  0, or
+ * PM_EINVAL with a one-line reason in why[cap] (docs/security.md). */
+int intake_checkpoint_path_check(const char *path, const char *root, char *why, size_t cap);
 
 /* Binds, listens and prepares the loop.  Warns on stderr (and in the
  * journal) when the address is not loopback.  *out is NULL on failure;
