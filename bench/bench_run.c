@@ -149,9 +149,12 @@ int main(int argc, char **argv) {
    * short for a switch to pay; the others last >= 20 setup times. */
   static const unsigned samples[] = {24 * 20, 24 * 100, 24 * 250};
   const size_t nlen = sizeof samples / sizeof samples[0], nway = 3;
+  double load[3] = {0, 0, 0};
+  getloadavg(load, 3);
   printf("bench_run: burn, ~30 ms CPU per rank and PI, 3 nodes; medians of %d run%s; "
-         "ratios to the ideal run (3 x eff from the start)\n",
-         reps, reps == 1 ? "" : "s");
+         "ratios to the ideal run (3 x eff from the start); host load %.2f at start "
+         "(the emulated speeds assume an idle host)\n",
+         reps, reps == 1 ? "" : "s", load[0]);
   printf("%6s %-10s %9s %11s %9s %9s %9s %8s\n", "iters", "way", "time_s", "cost_usd",
          "switches", "time/ideal", "cost/ideal", "setup_s");
   int fails = 0;
@@ -161,7 +164,14 @@ int main(int argc, char **argv) {
     for (int rep = 0; rep < reps; rep++)
       for (size_t w = 0; w < nway; w++) {
         bench_result r;
-        if (bench_one(dir, &bench_ways[w], samples[l], rep, &r)) {
+        /* Other runs on a shared host may hold the CPU quota a start
+         * needs (the provider then refuses it): wait, try again twice. */
+        int rc = bench_one(dir, &bench_ways[w], samples[l], rep, &r);
+        for (int again = 1; rc && again <= 2; again++) {
+          sleep(10);
+          rc = bench_one(dir, &bench_ways[w], samples[l], rep + 10 * again, &r);
+        }
+        if (rc) {
           ok[w] = 0;
           fails++;
           continue;
