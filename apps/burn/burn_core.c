@@ -617,6 +617,12 @@ int burn_ckpt_decode(const uint8_t *buf, size_t len, burn_ckpt *out,
       burn_why(why, cap, "phase plan padding is not zero");
       return PM_ECORRUPT;
     }
+  /* The plan is quoted in messages: printable ASCII only. */
+  for (const uint8_t *p = ph; p < nul; p++)
+    if (*p < 0x20 || *p > 0x7e) {
+      burn_why(why, cap, "phase plan holds a non-printable byte");
+      return PM_ECORRUPT;
+    }
   memcpy(ck.phases_spec, ph, BURN_PHASES_SPEC_MAX + 1);
   /* A file can pass the checksum and still be nonsense if it was written
    * by a buggy or foreign writer: check that the counters agree. */
