@@ -245,13 +245,20 @@ int esr_data_folder(esr_dataset *d, const char *dir, int hr, int strict,
     char why[256];
     int r = esr_image_load(path, &im, why, sizeof why);
     if (r) {
+      /* A file name is data: control characters in it must not reach
+       * the terminal or forge log lines. */
+      char shown[sizeof path];
+      size_t k = 0;
+      for (const char *q = path; *q && k + 1 < sizeof shown; q++)
+        shown[k++] = ((unsigned char)*q < 0x20 || *q == 0x7f) ? '?' : *q;
+      shown[k] = '\0';
       if (strict) {
-        snprintf(err, errlen, "%s: %s", path, why);
+        snprintf(err, errlen, "%s: %s", shown, why);
         rc = r;
         esr_data_free(d);
         goto out;
       }
-      fprintf(stderr, "paramount-esrgan: skipping %s: %s\n", path, why);
+      fprintf(stderr, "paramount-esrgan: skipping %s: %s\n", shown, why);
       continue;
     }
     r = add_image(d, good, &im);

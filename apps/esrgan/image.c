@@ -18,6 +18,9 @@
 #include "paramount.h"
 
 #define MAX_SIDE 16384
+/* A tiny compressed file can claim a huge image; decoding allocates 3
+ * bytes a pixel, so the pixel count is capped too (50 Mpx: 150 MB). */
+#define MAX_PIXELS (50ull * 1000 * 1000)
 
 void esr_image_free(esr_image *img) {
   if (!img) return;
@@ -34,7 +37,8 @@ static int load_png(FILE *f, esr_image *img, char *err, size_t errlen) {
     snprintf(err, errlen, "corrupt PNG: %s", im.message);
     return PM_EPARSE;
   }
-  if (im.width == 0 || im.height == 0 || im.width > MAX_SIDE || im.height > MAX_SIDE) {
+  if (im.width == 0 || im.height == 0 || im.width > MAX_SIDE || im.height > MAX_SIDE ||
+      (unsigned long long)im.width * im.height > MAX_PIXELS) {
     png_image_free(&im);
     snprintf(err, errlen, "PNG size %ux%u out of range", im.width, im.height);
     return PM_EPARSE;
@@ -92,7 +96,9 @@ static int load_jpeg(FILE *f, esr_image *img, char *err, size_t errlen) {
   cinfo.out_color_space = JCS_RGB;
   jpeg_start_decompress(&cinfo);
   int w = (int)cinfo.output_width, h = (int)cinfo.output_height;
-  if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE || cinfo.output_components != 3) {
+  if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE ||
+      (unsigned long long)w * (unsigned long long)h > MAX_PIXELS ||
+      cinfo.output_components != 3) {
     snprintf(err, errlen, "JPEG size %dx%d or %d components unsupported", w, h,
              cinfo.output_components);
     jpeg_destroy_decompress(&cinfo);
