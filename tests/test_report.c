@@ -158,6 +158,72 @@ static void write_reference(const char *dir) {
   ASSERT_EQ_INT(fclose(f), 0);
 }
 
+/* A run with faults (every figure below follows from it):
+ *  nodes  n1, n2 eff 0.36 $/h requested at 1000 (boot 2, stage 0.5);
+ *  launch 0 ranks 0,1 on n1,n2; PIs of 0.5 s from 1004, iteration k
+ *         ends at 1004.5 + 0.5 k; rank 0 checkpoints iterations 9, 19.
+ *  fault 1: n2 vanishes after iteration 24 (its last PI ends 1016.5) and
+ *         is terminated at 1017.0; n3 eff 1.8 $/h requested at 1017.2
+ *         replaces it; node_lost at 1018.6, relaunch at 1018.7.
+ *  launch 1 ranks 0,1 on n1,n3 from iteration 20, its PIs from 1019.5
+ *         (iteration k ends at 1020 + 0.5 (k - 20)); checkpoints 29, 39.
+ *  with crash, fault 2: the job crashes after iteration 45 (ends
+ *         1032.5) on live nodes, node_lost at 1033.2 (no node, no
+ *         replacement), relaunch from iteration 40 with PIs from 1034.5.
+ *  ckpt_every > 0 puts job.checkpoint_every into the node_lost records. */
+static void write_faults(const char *dir, unsigned ckpt_every, int crash) {
+  FILE *f = open_journal(dir, "w");
+  char every[48] = "";
+  if (ckpt_every) snprintf(every, sizeof every, ",\"checkpoint_every\":%u", ckpt_every);
+  fputs("{\"ev\":\"run_start\",\"t\":999.5,\"policy\":\"static\"}\n", f);
+  node_life(f, "n1", "eff", 0.36, 1000, 2, 0.5);
+  node_life(f, "n2", "eff", 0.36, 1000, 2, 0.5);
+  static const char *const hosts[3][2] = {{"n1", "n2"}, {"n1", "n3"}, {"n1", "n3"}};
+  const unsigned first[3] = {0, 20, 40}, end[3] = {25, crash ? 46 : 60, 60};
+  const double launch_t[3] = {1003, 1018.7, 1033.3}, pi0[3] = {1004, 1019.5, 1034.5};
+  for (int l = 0; l < (crash ? 3 : 2); l++) {
+    if (l == 1) {
+      fputs("{\"ev\":\"node_terminated\",\"t\":1017.0,\"node\":\"n2\",\"type\":\"eff\"}\n", f);
+      node_life(f, "n3", "eff", 1.8, 1017.2, 1, 0.3);
+      fprintf(f, "{\"ev\":\"node_lost\",\"t\":1018.6,\"nodes\":[\"n2\"],\"what\":\"n2 (eff)\","
+                 "\"launch\":0,\"iterations_done\":25,\"checkpoint_next_iter\":20,"
+                 "\"iterations_lost\":5,\"checkpoint\":\"/tmp/ck\",\"replacement\":[\"n3\"]%s}\n",
+              every);
+    }
+    if (l == 2)
+      fprintf(f, "{\"ev\":\"node_lost\",\"t\":1033.2,\"nodes\":[],\"what\":\"job crashed "
+                 "(status 1)\",\"launch\":1,\"iterations_done\":46,\"checkpoint_next_iter\":40,"
+                 "\"iterations_lost\":6,\"checkpoint\":\"/tmp/ck\",\"replacement\":[]%s}\n",
+              every);
+    fprintf(f, "{\"ev\":\"%s\",\"t\":%.1f,\"launch\":%d}\n", l ? "relaunch" : "launch",
+            launch_t[l], l);
+    for (unsigned r = 0; r < 2; r++) {
+      fprintf(f, "{\"ev\":\"hello\",\"t\":%.1f,\"rank\":%u,\"node\":\"%s\"}\n", launch_t[l] + 0.1,
+              r, hosts[l][r]);
+      fprintf(f, "{\"ev\":\"init_begin\",\"t\":%.1f,\"rank\":%u,\"t_ns\":%.0f}\n",
+              launch_t[l] + 0.1, r, (launch_t[l] + 0.1) * 1e9);
+      fprintf(f, "{\"ev\":\"init_end\",\"t\":%.1f,\"rank\":%u,\"t_ns\":%.0f}\n", pi0[l], r,
+              pi0[l] * 1e9);
+    }
+    for (unsigned it = first[l]; it < end[l]; it++) {
+      double b = pi0[l] + 0.5 * (it - first[l]);
+      for (unsigned r = 0; r < 2; r++) pi_line(f, r, it, b, 0.4, 0.5);
+      if (it % 10 == 9)
+        fprintf(f, "{\"ev\":\"checkpoint\",\"t\":%.3f,\"rank\":0,\"t_ns\":%.0f,\"iter\":%u,"
+                   "\"path\":\"/tmp/ck\"}\n", b + 0.52, (b + 0.51) * 1e9, it);
+      if (l && it == first[l])
+        fprintf(f, "{\"ev\":\"node_lost_recovered\",\"t\":%.3f,\"launch\":%d,"
+                   "\"downtime_s\":%.1f,\"iterations_lost\":%d,\"cost_usd\":0.0005}\n",
+                b + 0.6, l, l == 1 ? 3.0 : 2.0, l == 1 ? 5 : 6);
+    }
+  }
+  double t_end = crash ? 1044.5 : 1040.0;
+  fprintf(f, "{\"ev\":\"node_terminated\",\"t\":%.1f,\"node\":\"n1\",\"type\":\"eff\"}\n", t_end);
+  fprintf(f, "{\"ev\":\"node_terminated\",\"t\":%.1f,\"node\":\"n3\",\"type\":\"eff\"}\n", t_end);
+  fprintf(f, "{\"ev\":\"run_end\",\"t\":%.1f,\"status\":0}\n", t_end + 0.2);
+  ASSERT_EQ_INT(fclose(f), 0);
+}
+
 #ifndef PM_REPORT_RENDER
 
 static const model_type *find_type(const model_run *m, const char *type) {
@@ -460,6 +526,208 @@ TEST(no_switch_run_omits_the_ideal_with_a_note) {
   ASSERT_CONTAINS(html, "No node price in this journal");
   ASSERT_CONTAINS(html, "No decision");
   free(html);
+}
+
+/* ---- faults ------------------------------------------------------------------ */
+
+static void load_derived(const char *dir, model_run *m) {
+  char err[512];
+  int rc = model_load(dir, m, NULL, err, sizeof err);
+  if (rc) TEST_FAIL_("model_load: %s", err);
+  rc = model_derive(m, err, sizeof err);
+  if (rc) TEST_FAIL_("model_derive: %s", err);
+}
+
+TEST(node_loss_is_a_fault_not_a_switch) {
+  char dir[PATH_MAX];
+  make_dir(dir, sizeof dir, "fault");
+  write_faults(dir, 10, 0);
+  model_run m;
+  load_derived(dir, &m);
+  ASSERT_EQ_INT(m.n_launches, 2);
+  ASSERT_EQ_INT(m.n_switches, 0); /* the recovery relaunch is not a switch */
+  ASSERT_EQ_INT(m.n_faults, 1);
+  const model_fault *x = &m.faults[0];
+  ASSERT_EQ_INT(x->n_lost, 1);
+  ASSERT_STREQ(m.nodes[x->lost[0]].id, "n2");
+  ASSERT_STREQ(m.nodes[x->lost[0]].type, "eff");
+  ASSERT_EQ_INT(x->n_repl, 1);
+  ASSERT_STREQ(m.nodes[x->repl[0]].id, "n3");
+  ASSERT_EQ_INT(x->from_launch, 0);
+  ASSERT_EQ_INT(x->to_launch, 1);
+  ASSERT_NEAR(x->lost_s, 1017.0, 1e-9); /* n2's termination, before node_lost */
+  ASSERT_NEAR(x->t_s, 1018.6, 1e-9);
+  ASSERT(x->has_last_iter);
+  ASSERT_EQ_U64(x->last_iter, 24);
+  ASSERT_EQ_U64(x->resume_iter, 20);
+  ASSERT_EQ_U64(x->iters_lost, 5);
+  ASSERT_EQ_U64(x->interval, 10);
+  ASSERT(x->interval_from_config);
+  ASSERT_STREQ(x->checkpoint, "/tmp/ck");
+  ASSERT_NEAR(x->last_pi_s, 1016.5, 1e-6);
+  ASSERT_NEAR(x->last_useful_s, 1014.0, 1e-6); /* iteration 19 */
+  ASSERT_NEAR(x->first_pi_s, 1019.5, 1e-6);
+  ASSERT_NEAR(x->downtime_s, 3.0, 1e-6);
+  ASSERT_NEAR(x->ctl_downtime_s, 3.0, 1e-9);
+  ASSERT_NEAR(x->ctl_cost_usd, 0.0005, 1e-12);
+  /* n2 from 1014 to 1017, n1 from 1014 to 1019.5, n3 from 1017.2 to 1019.5 */
+  ASSERT_NEAR(x->lost_usd, 0.36 * 3.0 / 3600, 1e-9);
+  ASSERT_NEAR(x->survivors_usd, 0.36 * 5.5 / 3600, 1e-9);
+  ASSERT_NEAR(x->replacement_usd, 1.8 * 2.3 / 3600, 1e-9);
+  ASSERT_NEAR(x->cost_usd, (0.36 * 8.5 + 1.8 * 2.3) / 3600, 1e-9);
+  model_free(&m);
+}
+
+TEST(crash_fault_and_interval_seen_from_checkpoints) {
+  char dir[PATH_MAX];
+  make_dir(dir, sizeof dir, "crash");
+  write_faults(dir, 0, 1);
+  model_run m;
+  load_derived(dir, &m);
+  ASSERT_EQ_INT(m.n_launches, 3);
+  ASSERT_EQ_INT(m.n_switches, 0);
+  ASSERT_EQ_INT(m.n_faults, 2);
+  ASSERT_EQ_U64(m.faults[0].interval, 10); /* 9 -> 19 */
+  ASSERT(!m.faults[0].interval_from_config);
+  const model_fault *x = &m.faults[1];
+  ASSERT_EQ_INT(x->n_lost, 0);
+  ASSERT_EQ_INT(x->n_repl, 0);
+  ASSERT_STREQ(x->what, "job crashed (status 1)");
+  ASSERT_EQ_INT(x->from_launch, 1);
+  ASSERT_EQ_INT(x->to_launch, 2);
+  ASSERT_NEAR(x->lost_s, 1033.2, 1e-9); /* no node: the record's time */
+  ASSERT_EQ_U64(x->last_iter, 45);
+  ASSERT_EQ_U64(x->resume_iter, 40);
+  ASSERT_EQ_U64(x->iters_lost, 6);
+  ASSERT_EQ_U64(x->interval, 10);
+  ASSERT_NEAR(x->last_pi_s, 1032.5, 1e-6);
+  ASSERT_NEAR(x->last_useful_s, 1029.5, 1e-6); /* iteration 39 */
+  ASSERT_NEAR(x->first_pi_s, 1034.5, 1e-6);
+  ASSERT_NEAR(x->downtime_s, 2.0, 1e-6);
+  /* both nodes survive: n1 (0.36) and n3 (1.8) from 1029.5 to 1034.5 */
+  ASSERT_NEAR(x->lost_usd, 0, 1e-12);
+  ASSERT_NEAR(x->replacement_usd, 0, 1e-12);
+  ASSERT_NEAR(x->cost_usd, (0.36 + 1.8) * 5.0 / 3600, 1e-9);
+  model_free(&m);
+}
+
+TEST(faults_in_report_json_and_html) {
+  char dir[PATH_MAX], err[512];
+  make_dir(dir, sizeof dir, "faultrender");
+  write_faults(dir, 10, 0);
+  int rc = report_build(dir, NULL, err, sizeof err);
+  if (rc) TEST_FAIL_("report_build: %s", err);
+  char *txt = slurp(dir, "report.json");
+  json_object *o = json_tokener_parse(txt);
+  free(txt);
+  ASSERT(o != NULL);
+  ASSERT_EQ_INT(json_object_array_length(jget(o, "switches")), 0);
+  ASSERT_EQ_INT(json_object_array_length(jget(o, "faults")), 1);
+  ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.nodes.0")), "n2");
+  ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.types.0")), "eff");
+  ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.replacement.0")), "n3");
+  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.t_s")), 17.0, 1e-6);
+  ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.iterations_lost")), 5);
+  ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.resume_iter")), 20);
+  ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.checkpoint_interval")), 10);
+  ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.checkpoint_interval_source")), "config");
+  ASSERT(json_object_get_boolean(jget(o, "faults.0.within_interval")));
+  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.downtime_s")), 3.0, 1e-6);
+  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.cost_usd")),
+              (0.36 * 8.5 + 1.8 * 2.3) / 3600, 1e-9);
+  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.controller_cost_usd")), 0.0005, 1e-12);
+  json_object_put(o);
+  char *html = slurp(dir, "report.html");
+  const char *pi = strstr(html, "<svg id=\"chart-pi\"");
+  ASSERT(pi != NULL);
+  const char *fault = strstr(pi, "<line class=\"fault\"");
+  if (!fault || fault > strstr(pi, "</svg>")) TEST_FAIL_("no fault marker on the PI chart");
+  ASSERT_CONTAINS(pi, ">fault 1: n2<");
+  ASSERT_CONTAINS(html, "<h2>Faults</h2>");
+  ASSERT_CONTAINS(html, "<table id=\"faults\">");
+  ASSERT_CONTAINS(html, "<td class=\"l\">n2 (eff)</td><td>5</td><td>20</td><td>10 (config)</td>");
+  ASSERT_CONTAINS(html, "<td class=\"l\">n3 (eff)</td>");
+  ASSERT_CONTAINS(html, "The job ran on one node set; no switch.");
+  free(html);
+}
+
+TEST(run_without_fault_says_so) {
+  char dir[PATH_MAX], err[512];
+  make_dir(dir, sizeof dir, "nofault");
+  write_reference(dir);
+  int rc = report_build(dir, NULL, err, sizeof err);
+  if (rc) TEST_FAIL_("report_build: %s", err);
+  char *html = slurp(dir, "report.html");
+  ASSERT_CONTAINS(html, "No node was lost and the job never crashed.");
+  ASSERT(strstr(html, "class=\"fault\"") == NULL);
+  free(html);
+  char *txt = slurp(dir, "report.json");
+  json_object *o = json_tokener_parse(txt);
+  free(txt);
+  ASSERT_EQ_INT(json_object_array_length(jget(o, "faults")), 0);
+  ASSERT_EQ_INT(json_object_array_length(jget(o, "switches")), 1);
+  json_object_put(o);
+}
+
+TEST(iterations_lost_beyond_the_interval_are_flagged) {
+  char dir[PATH_MAX], err[512];
+  make_dir(dir, sizeof dir, "faultbound");
+  write_faults(dir, 4, 0); /* 5 lost with checkpoint_every 4 */
+  int rc = report_build(dir, NULL, err, sizeof err);
+  if (rc) TEST_FAIL_("report_build: %s", err);
+  char *html = slurp(dir, "report.html");
+  ASSERT_CONTAINS(html, "<td>4 (config) <b class=\"bad\">exceeded</b></td>");
+  free(html);
+  char *txt = slurp(dir, "report.json");
+  json_object *o = json_tokener_parse(txt);
+  free(txt);
+  ASSERT(!json_object_get_boolean(jget(o, "faults.0.within_interval")));
+  json_object_put(o);
+}
+
+TEST(malformed_fault_records_name_their_line) {
+  char err[512];
+  static const char head[] = "{\"ev\":\"intake_listen\",\"t\":1}\n";
+  static const struct {
+    const char *rec, *want;
+  } cases[] = {
+      {"{\"ev\":\"node_lost\",\"t\":2,\"nodes\":\"n2\",\"what\":\"x\",\"iterations_done\":1,"
+       "\"checkpoint_next_iter\":0,\"iterations_lost\":1,\"replacement\":[]}",
+       "field \"nodes\" is not an array"},
+      {"{\"ev\":\"node_lost\",\"t\":2,\"nodes\":[\"n2\",7],\"what\":\"x\",\"iterations_done\":1,"
+       "\"checkpoint_next_iter\":0,\"iterations_lost\":1,\"replacement\":[]}",
+       "field \"nodes\" item 1 is not a string"},
+      {"{\"ev\":\"node_lost\",\"t\":2,\"nodes\":[],\"what\":\"x\",\"iterations_done\":1,"
+       "\"iterations_lost\":1,\"replacement\":[]}",
+       "field \"checkpoint_next_iter\" is missing"},
+      {"{\"ev\":\"node_lost\",\"t\":2,\"nodes\":[],\"what\":\"x\",\"iterations_done\":1,"
+       "\"checkpoint_next_iter\":0,\"iterations_lost\":1}",
+       "field \"replacement\" is missing"},
+      {"{\"ev\":\"node_lost\",\"t\":2,\"nodes\":[],\"what\":\"x\",\"iterations_done\":1,"
+       "\"checkpoint_next_iter\":0,\"iterations_lost\":1,\"replacement\":[],"
+       "\"checkpoint_every\":-3}",
+       "field \"checkpoint_every\" is negative"},
+      {"{\"ev\":\"node_lost_recovered\",\"t\":2,\"downtime_s\":1,\"cost_usd\":0}",
+       "no node_lost before it"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[1024], name[32];
+    snprintf(text, sizeof text, "%s%s\n", head, cases[i].rec);
+    snprintf(name, sizeof name, "badfault%zu", i);
+    ASSERT_EQ_INT(build_with(name, text, err, sizeof err), PM_EPARSE);
+    ASSERT_CONTAINS(err, "journal line 2");
+    ASSERT_CONTAINS(err, cases[i].want);
+  }
+  /* a recovery record with a mistyped figure */
+  ASSERT_EQ_INT(build_with("badrecovered",
+                           "{\"ev\":\"node_lost\",\"t\":2,\"nodes\":[],\"what\":\"x\","
+                           "\"iterations_done\":1,\"checkpoint_next_iter\":0,"
+                           "\"iterations_lost\":1,\"replacement\":[]}\n"
+                           "{\"ev\":\"node_lost_recovered\",\"t\":3,\"downtime_s\":\"1\","
+                           "\"cost_usd\":0}\n",
+                           err, sizeof err), PM_EPARSE);
+  ASSERT_CONTAINS(err, "journal line 2");
+  ASSERT_CONTAINS(err, "\"downtime_s\" is not a number");
 }
 
 #else /* PM_REPORT_RENDER */

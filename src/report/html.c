@@ -134,6 +134,40 @@ static void chart_switches(FILE *f, const chart *c, const model_run *m) {
   }
 }
 
+/* Every fault: its lost work (last kept PI -> last PI) and its downtime
+ * (-> first PI after it) shaded, a solid marker where the node was lost. */
+static void chart_faults(FILE *f, const chart *c, const model_run *m) {
+  for (size_t i = 0; i < m->n_faults; i++) {
+    const model_fault *x = &m->faults[i];
+    double lost = x->lost_s - m->t0_s;
+    if (isfinite(x->last_useful_s) && isfinite(x->last_pi_s) && x->last_pi_s > x->last_useful_s) {
+      double a = chart_x(c, x->last_useful_s - m->t0_s), b = chart_x(c, x->last_pi_s - m->t0_s);
+      fprintf(f, "<rect class=\"lostwork\" x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\">"
+                 "<title>fault %zu: work lost</title></rect>",
+              a, SVG_MT, b - a > 1 ? b - a : 1, SVG_H - SVG_MT - SVG_MB, i + 1);
+    }
+    if (isfinite(x->last_pi_s) && isfinite(x->first_pi_s)) {
+      double a = chart_x(c, x->last_pi_s - m->t0_s), b = chart_x(c, x->first_pi_s - m->t0_s);
+      fprintf(f, "<rect class=\"faultdown\" x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\">"
+                 "<title>fault %zu: downtime</title></rect>",
+              a, SVG_MT, b - a > 1 ? b - a : 1, SVG_H - SVG_MT - SVG_MB, i + 1);
+    }
+    if (!isfinite(lost) || lost < c->x0 || lost > c->x1) continue;
+    double xl = chart_x(c, lost);
+    fprintf(f, "<line class=\"fault\" x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\"/>"
+               "<text class=\"fault\" x=\"%.1f\" y=\"%d\">fault %zu",
+            xl, SVG_MT, xl, SVG_H - SVG_MB, xl + 3, SVG_MT + 26, i + 1);
+    if (x->n_lost) {
+      fputs(": ", f);
+      html_esc_short(f, m->nodes[x->lost[0]].id, 12);
+      if (x->n_lost > 1) fprintf(f, " +%zu", x->n_lost - 1);
+    }
+    fputs("<title>", f);
+    render_html_esc(f, x->what);
+    fputs("</title></text>\n", f);
+  }
+}
+
 static void chart_end(FILE *f) { fputs("</svg>\n", f); }
 
 static void legend_begin(FILE *f) { fputs("<ul class=\"legend\">", f); }
@@ -178,6 +212,7 @@ static void chart_pi(FILE *f, const model_run *m) {
   chart_range(&c.y0, &c.y1, 1);
   chart_begin(f, &c, "chart-pi", title, "time since the run started (s)", "seconds per PI", 1);
   chart_switches(f, &c, m);
+  chart_faults(f, &c, m);
   /* one polyline per rank per launch, coloured by node (by rank when
    * ranks share a node, as under `record`): compute time, the node's own
    * speed; dashed: the PI's total time on rank 0 */
@@ -225,6 +260,9 @@ static void chart_pi(FILE *f, const model_run *m) {
   legend_item(f, "#555", " stroke-dasharray=\"4 3\"", "total PI time, rank 0",
               "compute + communication");
   fputs("<li class=\"muted\">solid: compute time of each node's rank; shaded: switch downtime</li>", f);
+  if (m->n_faults)
+    fputs("<li class=\"muted\">purple: a fault (node lost or job crashed), its downtime "
+          "shaded; lighter before it: the work after the last checkpoint, lost</li>", f);
   legend_end(f);
 }
 
@@ -275,6 +313,7 @@ static void chart_composition(FILE *f, const model_run *m) {
     fputs("</title></text>\n", f);
   }
   chart_switches(f, &c, m);
+  chart_faults(f, &c, m);
   chart_end(f);
   legend_begin(f);
   for (size_t t = 0; t < m->n_types; t++)
@@ -475,6 +514,72 @@ static void table_switches(FILE *f, const model_run *m) {
         "nodes' setup is paid while the old set keeps training.</p>\n", f);
 }
 
+/* "n2 (eff), n5 (eff)": node ids with their types, escaped. */
+static void html_node_list(FILE *f, const model_run *m, const int *idx, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (i) fputs(", ", f);
+    render_html_esc(f, m->nodes[idx[i]].id);
+    if (m->nodes[idx[i]].type[0]) {
+      fputs(" (", f);
+      render_html_esc(f, m->nodes[idx[i]].type);
+      fputc(')', f);
+    }
+  }
+}
+
+static void table_faults(FILE *f, const model_run *m) {
+  fputs("<h2>Faults</h2>\n", f);
+  if (!m->n_faults) {
+    fputs("<p class=\"note\">No node was lost and the job never crashed.</p>\n", f);
+    return;
+  }
+  fputs("<table id=\"faults\"><thead><tr><th>#</th><th>at s</th><th class=\"l\">lost</th>"
+        "<th>iterations lost</th><th>resumed at iteration</th><th>checkpoint interval</th>"
+        "<th>downtime s</th><th class=\"l\">replacement</th><th>cost USD</th>"
+        "<th>lost nodes USD</th><th>survivors USD</th><th>replacement USD</th>"
+        "</tr></thead><tbody>\n", f);
+  for (size_t i = 0; i < m->n_faults; i++) {
+    const model_fault *x = &m->faults[i];
+    fprintf(f, "<tr><td>%zu</td><td>", i + 1);
+    html_num(f, x->lost_s - m->t0_s, 1);
+    fputs("</td><td class=\"l\">", f);
+    if (x->n_lost) html_node_list(f, m, x->lost, x->n_lost);
+    else render_html_esc(f, x->what);
+    fprintf(f, "</td><td>%llu</td><td>%llu</td><td>", (unsigned long long)x->iters_lost,
+            (unsigned long long)x->resume_iter);
+    if (x->interval) {
+      fprintf(f, "%llu (%s)%s", (unsigned long long)x->interval,
+              x->interval_from_config ? "config" : "seen",
+              x->iters_lost > x->interval ? " <b class=\"bad\">exceeded</b>" : "");
+    } else {
+      fputs("none", f);
+    }
+    fputs("</td><td>", f);
+    html_num(f, x->downtime_s, 3);
+    fputs("</td><td class=\"l\">", f);
+    if (x->n_repl) html_node_list(f, m, x->repl, x->n_repl);
+    else fputs(x->n_lost ? "none: continued on the survivors" : "none needed", f);
+    fputs("</td><td>", f);
+    html_num(f, x->cost_usd, 6);
+    fputs("</td><td>", f);
+    html_num(f, x->lost_usd, 6);
+    fputs("</td><td>", f);
+    html_num(f, x->survivors_usd, 6);
+    fputs("</td><td>", f);
+    html_num(f, x->replacement_usd, 6);
+    fputs("</td></tr>\n", f);
+  }
+  fputs("</tbody></table>\n<p class=\"note\">Iterations lost: the last PI before the fault "
+        "+ 1 &minus; the iteration the job resumed at (the one after its last checkpoint); "
+        "at most the checkpoint interval (from job.checkpoint_every, else the widest gap "
+        "between the checkpoints seen).  Downtime: end of the last PI before the fault to "
+        "the start of the first PI after it.  Cost: what was paid for nothing, by the "
+        "second without billing granularity: the lost nodes from the end of the last PI "
+        "the checkpoint kept to their termination, the surviving nodes from that PI to the "
+        "first PI after the fault (their lost work and the downtime), and the replacements "
+        "from their request to that first PI (setup, then the relaunch).</p>\n", f);
+}
+
 static void table_decisions(FILE *f, const model_run *m) {
   fputs("<h2>Decisions</h2>\n", f);
   if (!m->n_decisions) {
@@ -556,6 +661,9 @@ static const char html_css[] =
     ".series.total{stroke-dasharray:4 3}.series.ideal{stroke-dasharray:6 4;stroke-width:2}"
     ".switch{stroke:#c0392b;stroke-dasharray:5 3;fill:#c0392b;font-size:11px}"
     "text.switch{stroke:none}.downtime{fill:#c0392b;fill-opacity:.12}"
+    ".fault{stroke:#7b2d9b;stroke-width:2;fill:#7b2d9b;font-size:11px}text.fault{stroke:none}"
+    ".faultdown{fill:#7b2d9b;fill-opacity:.16}.lostwork{fill:#7b2d9b;fill-opacity:.07}"
+    ".bad{color:#c0392b}"
     ".legend{list-style:none;padding:0;margin:4px 0;display:flex;flex-wrap:wrap;gap:4px 16px;"
     "font-size:12px}.legend svg{display:inline;width:22px;vertical-align:middle;margin-right:4px}"
     ".muted,.note{color:#666}"
@@ -588,8 +696,9 @@ int render_html(const model_run *m, const report_ideal *ideal, const report_curv
   fputs(" s</b></li><li>cost<b>", f);
   html_num(f, m->cost_usd, 4);
   fprintf(f, " USD</b></li><li>nodes<b>%zu</b></li><li>launches<b>%d</b></li>"
-             "<li>switches<b>%zu</b></li><li>PIs<b>%zu</b></li><li>decisions<b>%zu</b></li>",
-          m->n_nodes, m->n_launches, m->n_switches, m->n_pis, m->n_decisions);
+             "<li>switches<b>%zu</b></li><li>faults<b>%zu</b></li><li>PIs<b>%zu</b></li>"
+             "<li>decisions<b>%zu</b></li>",
+          m->n_nodes, m->n_launches, m->n_switches, m->n_faults, m->n_pis, m->n_decisions);
   if (ideal->known && ideal->cost_usd > 0) {
     fputs("<li>cost / ideal<b>", f);
     html_num(f, m->cost_usd / ideal->cost_usd, 2);
@@ -607,6 +716,7 @@ int render_html(const model_run *m, const report_ideal *ideal, const report_curv
   chart_remaining(f, m);
   table_types(f, m);
   table_switches(f, m);
+  table_faults(f, m);
   table_decisions(f, m);
   table_nodes(f, m);
   fprintf(f, "<p class=\"muted\">Rebuilt from journal.jsonl (%ld records, %ld used) by "

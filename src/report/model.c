@@ -38,6 +38,7 @@ typedef struct {
   model_run *m;
   long line;
   int cur_launch;
+  int pending_fault; /* a node_lost whose recovery launch is still to come, -1 */
   double last_t_s;
   char *err;
   size_t cap;
@@ -266,7 +267,7 @@ static int model_ev_rank(model_reader *r, json_object *rec, const char *ev, doub
     uint64_t it;
     if ((rc = model_uint(r, rec, ev, "iter", UINT64_MAX, &it))) return rc;
     if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
-    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, ts, it};
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, ts, it, 1};
   }
   model_seen(m, ki, ts);
   return 0;
@@ -324,6 +325,82 @@ static int model_ev_decision(model_reader *r, json_object *rec, double t) {
   return 0;
 }
 
+/* A required array of node ids; each becomes a node index (a node the
+ * journal did not introduce is created, as a hello would).  *out is
+ * malloc'd and owned by the caller, NULL when the array is empty. */
+static int model_node_ids(model_reader *r, json_object *rec, const char *ev, const char *key,
+                          int **out, size_t *n) {
+  json_object *a;
+  if (!json_object_object_get_ex(rec, key, &a) || !a)
+    return model_fail(r, ev, "field \"%s\" is missing", key);
+  if (!json_object_is_type(a, json_type_array))
+    return model_fail(r, ev, "field \"%s\" is not an array", key);
+  size_t len = json_object_array_length(a);
+  if (!len) return 0;
+  if (!(*out = calloc(len, sizeof **out))) return PM_ENOMEM;
+  for (size_t i = 0; i < len; i++) {
+    json_object *v = json_object_array_get_idx(a, i);
+    if (!json_object_is_type(v, json_type_string))
+      return model_fail(r, ev, "field \"%s\" item %zu is not a string", key, i);
+    const char *id = json_object_get_string(v);
+    if (!id[0]) return model_fail(r, ev, "field \"%s\" item %zu is empty", key, i);
+    if (strlen(id) >= MODEL_NAME_MAX)
+      return model_fail(r, ev, "field \"%s\" item %zu is longer than %d bytes", key, i,
+                        MODEL_NAME_MAX - 1);
+    int ni = model_node_find(r->m, id, 1);
+    if (ni < 0) return ni;
+    (*out)[(*n)++] = ni;
+  }
+  return 0;
+}
+
+/* node_lost (run.c, synced before the relaunch): what was lost, where
+ * the job resumes, what replaced it.  The next launch is its recovery,
+ * not a switch. */
+static int model_ev_node_lost(model_reader *r, json_object *rec, double t) {
+  model_run *m = r->m;
+  const char *ev = "node_lost";
+  if (GROW(m->faults, m->n_faults, m->cap_faults)) return PM_ENOMEM;
+  model_fault *x = &m->faults[m->n_faults++]; /* owned by m from here on */
+  memset(x, 0, sizeof *x);
+  x->t_s = x->lost_s = t;
+  x->from_launch = r->cur_launch;
+  x->to_launch = -1;
+  x->ctl_downtime_s = x->ctl_cost_usd = NAN;
+  int rc;
+  json_object *v;
+  if ((rc = model_node_ids(r, rec, ev, "nodes", &x->lost, &x->n_lost)) ||
+      (rc = model_node_ids(r, rec, ev, "replacement", &x->repl, &x->n_repl)) ||
+      (rc = model_str(r, rec, ev, "what", 1, x->what, sizeof x->what)) ||
+      (rc = model_str(r, rec, ev, "checkpoint", 0, x->checkpoint, sizeof x->checkpoint)) ||
+      (rc = model_uint(r, rec, ev, "iterations_done", UINT64_MAX, &x->iters_done)) ||
+      (rc = model_uint(r, rec, ev, "checkpoint_next_iter", UINT64_MAX, &x->resume_iter)) ||
+      (rc = model_uint(r, rec, ev, "iterations_lost", UINT64_MAX, &x->journal_iters_lost)))
+    return rc;
+  if (json_object_object_get_ex(rec, "checkpoint_every", &v) && v &&
+      (rc = model_uint(r, rec, ev, "checkpoint_every", UINT64_MAX, &x->ckpt_every)))
+    return rc;
+  r->pending_fault = (int)m->n_faults - 1;
+  return 0;
+}
+
+/* node_lost_recovered: the controller's own downtime and cost of the
+ * latest fault, at the first PI after it. */
+static int model_ev_node_recovered(model_reader *r, json_object *rec, double t) {
+  model_run *m = r->m;
+  const char *ev = "node_lost_recovered";
+  (void)t;
+  model_fault *x = NULL;
+  for (size_t i = m->n_faults; i-- > 0 && !x;)
+    if (!m->faults[i].recovered) x = &m->faults[i];
+  if (!x) return model_fail(r, ev, "no node_lost before it");
+  int rc = model_num(r, rec, ev, "downtime_s", 1, &x->ctl_downtime_s);
+  if (!rc) rc = model_num(r, rec, ev, "cost_usd", 1, &x->ctl_cost_usd);
+  if (rc) return rc;
+  x->recovered = 1;
+  return 0;
+}
+
 static int model_cb(json_object *rec, void *ud) {
   model_reader *r = ud;
   model_run *m = r->m;
@@ -336,7 +413,7 @@ static int model_cb(json_object *rec, void *ud) {
       "node_request", "node_booted", "node_staged", "node_ready", "node_terminated",
       "hello", "pi", "phase", "init_begin", "init_end", "epoch", "checkpoint",
       "launch", "relaunch", "decision", "stop_request", "switch_done", "run_end",
-      "intake_listen",
+      "intake_listen", "node_lost", "node_lost_recovered",
       "finalize", "disconnect", NULL};
   int k = 0;
   while (known[k] && strcmp(known[k], ev)) k++;
@@ -346,12 +423,14 @@ static int model_cb(json_object *rec, void *ud) {
   if (rc) return rc;
   m->known_records++;
   if (t > r->last_t_s || !isfinite(r->last_t_s)) r->last_t_s = t;
+  if (!strcmp(ev, "node_lost")) return model_ev_node_lost(r, rec, t);
+  if (!strcmp(ev, "node_lost_recovered")) return model_ev_node_recovered(r, rec, t);
   if (!strncmp(ev, "node_", 5)) return model_ev_node(r, rec, ev, t);
   model_t0(m, t);
   if (!strcmp(ev, "checkpoint") && !json_object_object_get_ex(rec, "rank", NULL)) {
     /* the controller's own note of a checkpoint (no rank): t is enough */
     if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
-    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, t, 0};
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, t, 0, 0};
     return 0;
   }
   if (!strcmp(ev, "hello") || !strcmp(ev, "pi") || !strcmp(ev, "phase") ||
@@ -374,6 +453,8 @@ static int model_cb(json_object *rec, void *ud) {
       return PM_ENOMEM;
     m->launch_t_s[m->n_launches++] = t;
     r->cur_launch = m->n_launches - 1;
+    if (r->pending_fault >= 0) m->faults[r->pending_fault].to_launch = r->cur_launch;
+    r->pending_fault = -1;
     return 0;
   }
   if (!strcmp(ev, "decision")) return model_ev_decision(r, rec, t);
@@ -394,7 +475,7 @@ int model_load(const char *run_dir, model_run *m, const char **warn, char *err,
   memset(m, 0, sizeof *m);
   m->t0_s = m->end_s = NAN;
   err[0] = '\0';
-  model_reader r = {.m = m, .last_t_s = NAN, .err = err, .cap = cap};
+  model_reader r = {.m = m, .pending_fault = -1, .last_t_s = NAN, .err = err, .cap = cap};
   long bad = 0;
   int rc = journal_read(run_dir, model_cb, &r, &bad, warn);
   if (rc == PM_ENOENT) {
@@ -431,6 +512,11 @@ void model_free(model_run *m) {
   free(m->epochs);
   free(m->ckpts);
   free(m->decisions);
+  for (size_t i = 0; i < m->n_faults; i++) {
+    free(m->faults[i].lost);
+    free(m->faults[i].repl);
+  }
+  free(m->faults);
   free(m->stops_s);
   free(m->phases);
   free(m->launch_t_s);
@@ -520,11 +606,19 @@ static void model_composition(const model_run *m, int launch, char *out, size_t 
   }
 }
 
+/* Whether launch L was the relaunch after a fault rather than a switch. */
+static int model_is_recovery(const model_run *m, int L) {
+  for (size_t i = 0; i < m->n_faults; i++)
+    if (m->faults[i].to_launch == L) return 1;
+  return 0;
+}
+
 static int model_switches(model_run *m) {
   if (m->n_launches < 2) return 0;
   m->switches = calloc((size_t)m->n_launches, sizeof *m->switches);
   if (!m->switches) return PM_ENOMEM;
   for (int L = 1; L < m->n_launches; L++) {
+    if (model_is_recovery(m, L)) continue; /* in the faults table instead */
     model_switch *s = &m->switches[m->n_switches];
     s->to_launch = L;
     s->stop_t_s = s->last_old_pi_s = s->ckpt_end_s = s->new_init_begin_s = NAN;
@@ -707,11 +801,131 @@ out_free:
   return rc;
 }
 
+static int model_u64_cmp(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The checkpoint interval seen up to time t_s: the widest gap between
+ * successive checkpointed iterations the ranks reported; with one
+ * checkpoint at iteration k, k + 1.  *out 0: no checkpoint seen. */
+static int model_ckpt_interval(const model_run *m, double t_s, uint64_t *out) {
+  *out = 0;
+  uint64_t *it = malloc((m->n_ckpts + 1) * sizeof *it);
+  if (!it) return PM_ENOMEM;
+  size_t n = 0;
+  for (size_t i = 0; i < m->n_ckpts; i++)
+    if (m->ckpts[i].from_rank && m->ckpts[i].t_s <= t_s) it[n++] = m->ckpts[i].iter;
+  qsort(it, n, sizeof *it, model_u64_cmp);
+  uint64_t gap = n == 1 ? it[0] + 1 : 0;
+  for (size_t i = 1; i < n; i++)
+    if (it[i] - it[i - 1] > gap) gap = it[i] - it[i - 1];
+  free(it);
+  *out = gap;
+  return 0;
+}
+
+static double model_price(const model_run *m, int node) {
+  double p = node >= 0 ? m->nodes[node].price_usd_per_hour : 0;
+  return p > 0 ? p : 0;
+}
+
+/* Whether node index ni ran a rank of launch L. */
+static int model_node_in_launch(const model_run *m, int ni, int L) {
+  for (size_t i = 0; i < m->n_ranks; i++)
+    if (m->ranks[i].launch == L && m->ranks[i].node == ni) return 1;
+  return 0;
+}
+
+/* Per fault, from the rank events around it: the last PI before it, the
+ * first after, the iterations lost, the checkpoint interval they are
+ * bounded by, and what it cost (see docs/report.md): the lost nodes
+ * billed from the last PI the checkpoint kept to their termination, the
+ * surviving nodes from that PI to the first PI after the fault (their
+ * lost work and the downtime), the replacements from their request to
+ * that first PI (their setup, then the relaunch). */
+static int model_faults(model_run *m) {
+  for (size_t fi = 0; fi < m->n_faults; fi++) {
+    model_fault *x = &m->faults[fi];
+    int L = x->from_launch, R = x->to_launch;
+    for (size_t i = 0; i < x->n_lost; i++) {
+      double e = m->nodes[x->lost[i]].terminated_s;
+      if (isfinite(e) && e < x->lost_s) x->lost_s = e;
+    }
+    x->last_pi_s = x->last_useful_s = x->first_pi_s = x->downtime_s = NAN;
+    x->has_last_iter = 0;
+    uint64_t first_iter = 0;
+    int has_first_iter = 0;
+    double first_old_s = NAN;
+    for (size_t i = 0; i < m->n_pis; i++) {
+      const model_pi *p = &m->pis[i];
+      int l = m->ranks[p->rank_idx].launch;
+      if (l == L) {
+        if (!(x->last_pi_s >= p->t_end_s)) x->last_pi_s = p->t_end_s;
+        if (!(first_old_s <= p->t_begin_s)) first_old_s = p->t_begin_s;
+        if (!x->has_last_iter || p->iter > x->last_iter) x->last_iter = p->iter;
+        x->has_last_iter = 1;
+      } else if (l == R && R >= 0) {
+        if (!(x->first_pi_s <= p->t_begin_s)) x->first_pi_s = p->t_begin_s;
+        if (!has_first_iter || p->iter < first_iter) first_iter = p->iter;
+        has_first_iter = 1;
+      }
+    }
+    /* where the job really went on: its first PI after the fault */
+    if (has_first_iter) x->resume_iter = first_iter;
+    if (x->has_last_iter)
+      x->iters_lost = x->last_iter + 1 > x->resume_iter ? x->last_iter + 1 - x->resume_iter : 0;
+    else
+      x->iters_lost = x->journal_iters_lost;
+    for (size_t i = 0; i < m->n_pis; i++) {
+      const model_pi *p = &m->pis[i];
+      if (m->ranks[p->rank_idx].launch == L && p->iter < x->resume_iter &&
+          !(x->last_useful_s >= p->t_end_s))
+        x->last_useful_s = p->t_end_s;
+    }
+    /* nothing kept from the lost launch: its whole time was lost */
+    if (!isfinite(x->last_useful_s)) x->last_useful_s = first_old_s;
+    if (!isfinite(x->last_useful_s)) x->last_useful_s = x->lost_s;
+    x->downtime_s = isfinite(x->first_pi_s) && isfinite(x->last_pi_s)
+                        ? x->first_pi_s - x->last_pi_s : x->ctl_downtime_s;
+    x->interval_from_config = x->ckpt_every > 0;
+    x->interval = x->ckpt_every;
+    int rc;
+    if (!x->interval && (rc = model_ckpt_interval(m, x->lost_s, &x->interval))) return rc;
+
+    double back = isfinite(x->first_pi_s) ? x->first_pi_s : m->end_s;
+    x->lost_usd = x->survivors_usd = x->replacement_usd = 0;
+    for (size_t i = 0; i < x->n_lost; i++) {
+      const model_node *n = &m->nodes[x->lost[i]];
+      double e = isfinite(n->terminated_s) ? n->terminated_s : x->lost_s;
+      if (e > x->last_useful_s)
+        x->lost_usd += model_price(m, x->lost[i]) / 3600.0 * (e - x->last_useful_s);
+    }
+    for (size_t ni = 0; R >= 0 && ni < m->n_nodes; ni++) {
+      int fresh = 0;
+      for (size_t i = 0; i < x->n_repl; i++) fresh |= x->repl[i] == (int)ni;
+      if (fresh || !model_node_in_launch(m, (int)ni, L) || !model_node_in_launch(m, (int)ni, R))
+        continue;
+      if (back > x->last_useful_s)
+        x->survivors_usd += model_price(m, (int)ni) / 3600.0 * (back - x->last_useful_s);
+    }
+    for (size_t i = 0; i < x->n_repl; i++) {
+      const model_node *n = &m->nodes[x->repl[i]];
+      double b = isfinite(n->requested_s) ? n->requested_s : n->first_seen_s;
+      if (isfinite(b) && back > b)
+        x->replacement_usd += model_price(m, x->repl[i]) / 3600.0 * (back - b);
+    }
+    x->cost_usd = x->lost_usd + x->survivors_usd + x->replacement_usd;
+  }
+  return 0;
+}
+
 int model_derive(model_run *m, char *err, size_t cap) {
   model_costs(m);
   for (size_t i = 0; i < m->n_decisions; i++)
     m->decisions[i].actual_remaining_s = m->end_s - m->decisions[i].t_s;
-  int rc = model_switches(m);
+  int rc = model_faults(m);
+  if (!rc) rc = model_switches(m);
   if (!rc) rc = model_types(m);
   if (!rc) rc = model_steady_all(m);
   if (rc) snprintf(err, cap, "cannot build the run model: %s", pm_strerror(rc));

@@ -50,6 +50,7 @@ typedef struct {
   int launch;
   double t_s;
   uint64_t iter;
+  int from_rank; /* a rank's CHECKPOINT (iter is real), not a controller note */
 } model_ckpt;
 
 typedef struct {
@@ -73,6 +74,37 @@ typedef struct {
   double setup_s; /* new nodes' setup while training (switch_done), NaN */
   char from[MODEL_REASON_MAX], to[MODEL_REASON_MAX]; /* "2 x a, 1 x b" */
 } model_switch;
+
+#define MODEL_PATH_MAX 1024 /* bytes, NUL included, of a checkpoint path */
+
+/* One fault (node_lost, closed by node_lost_recovered): nodes lost, or a
+ * job that crashed on live nodes (no node), and the relaunch from the
+ * last checkpoint that followed.  Figures after model_derive. */
+typedef struct {
+  double t_s;       /* node_lost: recovery ready, just before the relaunch */
+  double lost_s;    /* the lost nodes' first termination, else t_s */
+  int from_launch;  /* the launch that was lost */
+  int to_launch;    /* the recovery launch, -1 when none was journaled */
+  int *lost; size_t n_lost; /* node indices; owned */
+  int *repl; size_t n_repl; /* replacement node indices; owned */
+  char what[MODEL_REASON_MAX];
+  char checkpoint[MODEL_PATH_MAX]; /* "" when resumed from the start */
+  uint64_t iters_done, resume_iter, journal_iters_lost;
+  uint64_t ckpt_every; /* job.checkpoint_every from the journal, 0: not given */
+  int recovered;       /* node_lost_recovered seen */
+  double ctl_downtime_s, ctl_cost_usd; /* the controller's own figures, NaN */
+  /* derived by model_derive */
+  double last_pi_s;     /* end of the last PI of the lost launch */
+  double last_useful_s; /* end of the last PI the checkpoint kept */
+  double first_pi_s;    /* start of the first PI after it */
+  double downtime_s;    /* last_pi_s -> first_pi_s */
+  uint64_t last_iter;   /* of the last PI before it (valid when has_last_iter) */
+  int has_last_iter;
+  uint64_t iters_lost;  /* last_iter + 1 - resume_iter */
+  uint64_t interval;    /* the checkpoint interval bound, 0: unknown */
+  int interval_from_config; /* 1: job.checkpoint_every; 0: seen between checkpoints */
+  double lost_usd, survivors_usd, replacement_usd, cost_usd;
+} model_fault;
 
 /* Per (type, phase): the figures of the per-type table. */
 typedef struct {
@@ -103,6 +135,7 @@ typedef struct {
   model_epoch *epochs; size_t n_epochs, cap_epochs;
   model_ckpt *ckpts; size_t n_ckpts, cap_ckpts;
   model_decision *decisions; size_t n_decisions, cap_decisions;
+  model_fault *faults; size_t n_faults, cap_faults;
   double *stops_s; size_t n_stops, cap_stops;
   char (*phases)[MODEL_NAME_MAX]; size_t n_phases, cap_phases;
   int n_launches;   /* launch events seen (0: one implicit launch) */

@@ -204,6 +204,57 @@ int render_json(const model_run *m, const report_ideal *ideal, const report_curv
   json_object_object_add(o, "switches", a);
 
   a = json_object_new_array();
+  for (size_t i = 0; i < m->n_faults; i++) {
+    const model_fault *x = &m->faults[i];
+    json_object *y = json_object_new_object();
+    jnum(y, "t_s", rel(m, x->lost_s));
+    jnum(y, "recovery_s", rel(m, x->t_s));
+    jstr(y, "what", x->what);
+    json_object *ids = json_object_new_array(), *types = json_object_new_array();
+    for (size_t k = 0; k < x->n_lost; k++) {
+      json_object_array_add(ids, json_object_new_string(m->nodes[x->lost[k]].id));
+      json_object_array_add(types, json_object_new_string(m->nodes[x->lost[k]].type));
+    }
+    json_object_object_add(y, "nodes", ids);
+    json_object_object_add(y, "types", types);
+    jint(y, "from_launch", x->from_launch);
+    if (x->to_launch >= 0) jint(y, "to_launch", x->to_launch);
+    else json_object_object_add(y, "to_launch", NULL);
+    if (x->has_last_iter) jint(y, "last_iter", (long long)x->last_iter);
+    else json_object_object_add(y, "last_iter", NULL);
+    jint(y, "resume_iter", (long long)x->resume_iter);
+    jint(y, "iterations_lost", (long long)x->iters_lost);
+    if (x->interval) {
+      jint(y, "checkpoint_interval", (long long)x->interval);
+      jstr(y, "checkpoint_interval_source", x->interval_from_config ? "config" : "checkpoints");
+      json_object_object_add(y, "within_interval",
+                             json_object_new_boolean(x->iters_lost <= x->interval));
+    } else {
+      json_object_object_add(y, "checkpoint_interval", NULL);
+      json_object_object_add(y, "checkpoint_interval_source", NULL);
+      json_object_object_add(y, "within_interval", NULL);
+    }
+    if (x->checkpoint[0]) jstr(y, "checkpoint", x->checkpoint);
+    else json_object_object_add(y, "checkpoint", NULL);
+    jnum(y, "last_pi_s", rel(m, x->last_pi_s));
+    jnum(y, "last_useful_pi_s", rel(m, x->last_useful_s));
+    jnum(y, "first_pi_s", rel(m, x->first_pi_s));
+    jnum(y, "downtime_s", x->downtime_s);
+    ids = json_object_new_array();
+    for (size_t k = 0; k < x->n_repl; k++)
+      json_object_array_add(ids, json_object_new_string(m->nodes[x->repl[k]].id));
+    json_object_object_add(y, "replacement", ids);
+    jnum(y, "cost_usd", x->cost_usd);
+    jnum(y, "lost_nodes_usd", x->lost_usd);
+    jnum(y, "survivors_usd", x->survivors_usd);
+    jnum(y, "replacement_usd", x->replacement_usd);
+    jnum(y, "controller_downtime_s", x->ctl_downtime_s);
+    jnum(y, "controller_cost_usd", x->ctl_cost_usd);
+    json_object_array_add(a, y);
+  }
+  json_object_object_add(o, "faults", a);
+
+  a = json_object_new_array();
   for (size_t i = 0; i < m->n_decisions; i++) {
     const model_decision *d = &m->decisions[i];
     json_object *x = json_object_new_object();
