@@ -1091,6 +1091,9 @@ static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char 
   for (size_t i = 0; i < nfresh; i++)
     json_object_array_add(rep, json_object_new_string(c->nodes[fresh[i]].pn.id));
   json_object_object_add(o, "replacement", rep);
+  if (c->cfg->checkpoint_every) /* the bound the report holds the loss to */
+    json_object_object_add(o, "checkpoint_every",
+                           json_object_new_int64((int64_t)c->cfg->checkpoint_every));
   run_jput(c, o, 1);
   run_say(c, LOG_WARN,
           "run: lost %s after %llu iterations; resuming at iteration %llu (%llu lost), "
@@ -1133,7 +1136,7 @@ static void run_loss_check_done(run_ctx *c) {
   x->cost_usd = price / 3600.0 * (x->downtime_s + (double)lost * pi_s);
   x->done_flag = 1;
   json_object *o = run_jrec("node_lost_recovered");
-  json_object_object_add(o, "launch", json_object_new_int(x->to_launch));
+  json_object_object_add(o, "launch", json_object_new_int(c->launch_base + x->to_launch));
   json_object_object_add(o, "downtime_s", json_object_new_double(x->downtime_s));
   json_object_object_add(o, "iterations_lost", json_object_new_int64((int64_t)lost));
   json_object_object_add(o, "cost_usd", json_object_new_double(x->cost_usd));
