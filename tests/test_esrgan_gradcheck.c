@@ -22,6 +22,9 @@ static void setup(void) {
   ctx.allow_ref = 1; /* tiny shapes; speed is not the point here */
 }
 
+/* Each case frees what it built, so LeakSanitizer can run it alone. */
+static void teardown(void) { nn_ctx_free(&ctx); }
+
 /* Random values on the logical elements, zeros in the channel padding. */
 static void fill(nn_tensor *t, float lo, float hi) {
   memset(t->data, 0, t->nfloats * 4);
@@ -176,22 +179,28 @@ static void conv_check(int ic, int oc, int stride, int h) {
   ASSERT_EQ_INT(nn_conv_backward_weights(&ctx, &c.cv, &c.x, &c.r), 0);
   for (size_t i = 0; i < c.np; i += 97) ASSERT_NEAR(c.grads[i], 2 * g1[i], 1e-4 * (1 + fabsf(g1[i])));
   free(g1), free(wd), free(c.params), free(c.grads);
+  nn_conv_free(&c.cv);
+  nn_tensor_free(&c.x), nn_tensor_free(&c.dx), nn_tensor_free(&c.y), nn_tensor_free(&c.r);
+  nn_tensor_free(&dir);
 }
 
 TEST(conv_stride1) {
   setup();
   conv_check(32, 16, 1, 8);
+  teardown();
 }
 
 TEST(conv_stride2) {
   setup();
   conv_check(16, 32, 2, 8);
+  teardown();
 }
 
 TEST(conv_three_channel_input) {
   setup();
   conv_check(3, 16, 1, 8);
   conv_check(16, 3, 1, 8);
+  teardown();
 }
 
 /* ---- element-wise, batch norm, pool ---------------------------------- */
@@ -260,6 +269,12 @@ static void ew_check(int kind) {
     ASSERT_OP_DBL(dircheck("batch norm dgamma,dbeta", c.bnp, 2 * (size_t)C, c.bng, d, 1e-3,
                            ew_J, &c, NULL), <, 2e-3);
   }
+  nn_bn_free(&c.bn), nn_bn_stats_free(&c.st), nn_pool_free(&c.pool);
+  if (c.ws) dnnl_memory_destroy(c.ws);
+  free(c.wsbuf);
+  nn_tensor_free(&c.x), nn_tensor_free(&c.y), nn_tensor_free(&c.r);
+  nn_tensor_free(&dx), nn_tensor_free(&dir);
+  teardown();
 }
 
 TEST(leaky_relu) {
@@ -297,6 +312,9 @@ TEST(batch_norm_running_stats_follow_pytorch) {
     ASSERT_NEAR(run[c], 0.1 * mean, 1e-6);
     ASSERT_NEAR(run[16 + c], 0.9 + 0.1 * var * 8 / 7, 1e-5);
   }
+  nn_bn_free(&bn), nn_bn_stats_free(&st);
+  nn_tensor_free(&x), nn_tensor_free(&y);
+  teardown();
 }
 
 TEST(max_pool) {
@@ -325,6 +343,8 @@ TEST(pixel_shuffle_adjoint_and_index_rule) {
   ASSERT_NEAR(a, b, 1e-9 * (1 + fabs(a)) + 1e-4);
   nn_pixel_unshuffle(&y, &x2);
   for (size_t i = 0; i < x.nfloats; i++) ASSERT_EQ_INT(x.data[i] == x2.data[i], 1);
+  nn_tensor_free(&x), nn_tensor_free(&x2), nn_tensor_free(&y), nn_tensor_free(&y2);
+  teardown();
 }
 
 TEST(concat_split_adjoint) {
@@ -348,6 +368,9 @@ TEST(concat_split_adjoint) {
   nn_split(&g, dsts, 2, 2u); /* gb accumulates, ga is overwritten */
   r = dot(a.data, ga.data, a.nfloats) + 0.5 * dot(b.data, gb.data, b.nfloats);
   ASSERT_NEAR(l, r, 1e-4);
+  nn_tensor *all[] = {&a, &b, &cat, &g, &ga, &gb};
+  for (int i = 0; i < 6; i++) nn_tensor_free(all[i]);
+  teardown();
 }
 
 /* ---- losses ------------------------------------------------------------ */
@@ -403,6 +426,8 @@ TEST(losses) {
   ASSERT_EQ_INT(nn_tensor_init(&ctx, &f, 2, 1, 2, 2), 0);
   ASSERT_NEAR(nn_ragan_g_loss(&r, &f, NULL, 1), log(2.0), 1e-12);
   ASSERT_NEAR(nn_ragan_d_loss(&r, &f, NULL, NULL), log(2.0), 1e-12);
+  nn_tensor_free(&r), nn_tensor_free(&f);
+  teardown();
 }
 
 /* ---- whole networks -------------------------------------------------- */
@@ -430,6 +455,13 @@ static double net_J(void *u) {
   return dot(o->data, c->r.data, o->nfloats);
 }
 
+static void net_free(net_case *c) {
+  esr_gen_free(&c->g), esr_disc_free(&c->d), esr_dtape_free(&c->dt);
+  esr_vtape_free(&c->vt), esr_vgg_free(&c->v);
+  nn_tensor_free(&c->x), nn_tensor_free(&c->r);
+  teardown();
+}
+
 static void net_sync(void *u) {
   net_case *c = u;
   if (c->which == 0) ASSERT_EQ_INT(esr_gen_sync(&ctx, &c->g), 0);
@@ -455,6 +487,7 @@ TEST(generator_whole) {
   ASSERT_EQ_INT(esr_gen_backward(&ctx, &c.g), 0);
   ASSERT_OP_DBL(multicheck("generator dW", c.g.params, c.g.nparams, c.g.grads, NULL, 16,
                            net_J, &c, net_sync), <, 1e-1);
+  net_free(&c);
 }
 
 TEST(discriminator_whole) {
@@ -479,6 +512,8 @@ TEST(discriminator_whole) {
                            net_J, &c, NULL), <, 1e-1);
   ASSERT_OP_DBL(multicheck("discriminator dW", c.d.params, c.d.nparams, c.d.grads, NULL, 16,
                            net_J, &c, net_sync), <, 1e-1);
+  nn_tensor_free(&dir);
+  net_free(&c);
 }
 
 TEST(vgg_whole) {
@@ -501,6 +536,8 @@ TEST(vgg_whole) {
   ASSERT_EQ_INT(nn_tensor_init(&ctx, &dir, 2, 3, 32, 32), 0);
   ASSERT_OP_DBL(multicheck("vgg19 dx", c.x.data, c.x.nfloats, c.v.dx.data, &dir, 4, net_J, &c,
                            NULL), <, 1e-1);
+  nn_tensor_free(&dir);
+  net_free(&c);
 }
 
 TEST(adam_matches_closed_form_first_step) {

@@ -216,6 +216,7 @@ TEST(folder_data_decodes_resizes_and_reports_bad_files) {
   esr_dataset ds;
   ASSERT_EQ_INT(esr_data_folder(&ds, dir, 32, 0, NULL, err, sizeof err), 0);
   ASSERT_EQ_INT(ds.n, 1);
+  esr_data_free(&ds);
   ASSERT_EQ_INT(esr_data_folder(&ds, dir, 32, 1, NULL, err, sizeof err), PM_EPARSE);
   ASSERT_CONTAINS(err, "000002.txt");
   /* a constant image stays constant through resize and normalisation */
