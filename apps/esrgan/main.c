@@ -334,6 +334,7 @@ int main(int argc, char **argv) {
   nn_ctx ctx;
   if (nn_ctx_init(&ctx, wino, verbose)) die(1, "%s", nn_errmsg());
   esr_trainer t;
+  hp.feature_cache = (size_t)ds.n; /* real VGG features, once per image */
   if (esr_trainer_init(&t, &ctx, &hp, seed)) die(1, "%s", nn_errmsg());
   esr_dp_install(&g_dp, &t);
   if (vgg && hp.content) {
@@ -418,6 +419,7 @@ int main(int argc, char **argv) {
     esr_data_batch(&ds, order + i * (uint64_t)gbatch + (g_dp.n ? g_dp.lo : 0), hp.batch, lrb,
                    hrb);
     esr_trainer_set_batch(&t, lrb, hrb);
+    esr_trainer_set_ids(&t, order + i * (uint64_t)gbatch + (g_dp.n ? g_dp.lo : 0));
     if (esr_trainer_step(&t, warm))
       die(1, "iteration %llu failed: %s", (unsigned long long)it, nn_errmsg());
     uint64_t req, my_stop = 0;
