@@ -29,7 +29,7 @@ def main():
     ap = argparse.ArgumentParser()
     for k, v in (('hr', 128), ('batch', 4), ('F', 64), ('B', 23), ('steps', 5), ('warm', 2),
                  ('result_fd', 1)):
-        ap.add_argument('--' + k, type=int, default=v)
+        ap.add_argument('--' + k.replace('_', '-'), dest=k, type=int, default=v)
     a = ap.parse_args()
     out = os.fdopen(a.result_fd, 'w') if a.result_fd != 1 else sys.stdout
     if a.hr % 16 or a.hr < 16 or a.batch < 1 or a.steps < 1 or a.warm < 0:
