@@ -71,7 +71,8 @@ static const exp_scale exp_scales[] = {
 
 typedef struct {
   exp_scale s;
-  const char *out, *images, *catalog, *types_arg, *vgg;
+  const char *out, *images, *images_src, *catalog, *types_arg, *vgg;
+  char images_dir[PATH_MAX + 32]; /* EXP/data/images: links to the files used */
   int force, dry_run, status_tty;
   char types[EXP_NODES][CATALOG_NAME_MAX];
   char esrgan[PATH_MAX];
@@ -204,6 +205,19 @@ static const char *exp_fmt(char *buf, size_t cap, int width, int prec, double x)
   return buf;
 }
 
+/* The last non-empty line of text, for an error message. */
+static void exp_last_line(const char *text, char *out, size_t cap) {
+  size_t n = strlen(text);
+  while (n && (text[n - 1] == '\n' || text[n - 1] == '\r')) n--;
+  size_t b = n;
+  while (b && text[b - 1] != '\n') b--;
+  snprintf(out, cap, "%.*s", (int)(n - b), text + b);
+}
+
+static int exp_cmpstr(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* ---- sizing ---------------------------------------------------------- */
 
 /* The argv of the job (without mpirun) into v[]; returns the count. */
@@ -330,15 +344,9 @@ static int exp_probe_step(exp_ctx *x, const char *tmpdir) {
   const char *m = strstr(buf, "step_median_s=");
   double step = m ? strtod(m + 14, NULL) : NAN;
   if (st != 0 || !isfinite(step) || step <= 0) {
-    const char *last = strrchr(buf, '\n');
-    while (last && last > buf && last[1] == '\0') {
-      const char *p = last - 1;
-      while (p > buf && *p != '\n') p--;
-      if (p[0] == '\n') p++;
-      cli_error(EXP_VERB, "measuring one step of %s failed (status %d): %.*s", x->esrgan, st,
-                (int)(last - p), p);
-      break;
-    }
+    char line[512];
+    exp_last_line(buf, line, sizeof line);
+    cli_error(EXP_VERB, "measuring one step of %s failed (status %d): %s", x->esrgan, st, line);
     free(buf);
     return PM_ECHILD;
   }
@@ -824,6 +832,71 @@ static int exp_parse_types(exp_ctx *x, const catalog *cat) {
   return 0;
 }
 
+/* The trainer reads every file of a folder; the seed trains on 1000.  So
+ * the experiment's folder is EXP/data/images with links to the first
+ * s.images files of --images, in the trainer's order (names matching
+ * "*.*", sorted by strcmp). */
+static int exp_link_images(exp_ctx *x, char *dir, size_t cap) {
+  snprintf(dir, cap, "%s/data/images", x->dir);
+  if (util_mkdir_p(dir)) {
+    cli_error(EXP_VERB, "cannot create %s: %s", dir, strerror(errno));
+    return PM_ESYS;
+  }
+  DIR *d = opendir(x->images_src);
+  if (!d) {
+    cli_error(EXP_VERB, "--images: cannot read '%s': %s", x->images_src, strerror(errno));
+    return PM_EINVAL;
+  }
+  char **names = NULL;
+  size_t n = 0, ncap = 0;
+  int rc = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] == '.' || !strchr(e->d_name, '.')) continue;
+    if (n == ncap) {
+      ncap = ncap ? 2 * ncap : 1024;
+      char **nn = realloc(names, ncap * sizeof *names);
+      if (!nn) {
+        rc = PM_ENOMEM;
+        break;
+      }
+      names = nn;
+    }
+    if (!(names[n] = strdup(e->d_name))) {
+      rc = PM_ENOMEM;
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  if (!rc && n < (size_t)x->s.batch) {
+    cli_error(EXP_VERB, "--images: '%s' has %zu files named *.*, fewer than the batch of %d",
+              x->images_src, n, x->s.batch);
+    rc = PM_EINVAL;
+  }
+  size_t nall = n;
+  if (!rc) {
+    qsort(names, n, sizeof *names, exp_cmpstr);
+    if (n > (size_t)x->s.images) n = (size_t)x->s.images;
+    for (size_t i = 0; i < n && !rc; i++) {
+      char from[PATH_MAX * 2], to[PATH_MAX * 2];
+      snprintf(from, sizeof from, "%s/%s", x->images_src, names[i]);
+      snprintf(to, sizeof to, "%s/%s", dir, names[i]);
+      if (symlink(from, to) && errno != EEXIST) {
+        cli_error(EXP_VERB, "cannot link %s: %s", to, strerror(errno));
+        rc = PM_ESYS;
+      }
+    }
+    if (!rc && n < (size_t)x->s.images) {
+      printf("images: %s has %zu image files, fewer than %d: using them all\n", x->images_src,
+             n, x->s.images);
+      x->s.images = (int)n;
+    }
+  }
+  for (size_t i = 0; i < nall; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
 /* Decodes the image folder once into the trainer's cache, so that no
  * node spends its init time decoding JPEGs: every rank then reads this
  * one read-only file (docs/experiment.md says why it is not staged). */
@@ -850,16 +923,16 @@ static int exp_prepare_images(exp_ctx *x) {
   double t0 = clock_real_s();
   int st = exp_capture((char *const *)v, buf, EXP_PROBE_OUT_MAX);
   if (st != 0) {
-    const char *m = strstr(buf, "paramount-esrgan: ");
-    const char *nl = m ? strchr(m, '\n') : NULL;
-    cli_error(EXP_VERB, "--images %s: the trainer cannot read it (status %d): %.*s", x->images,
-              st, m ? (int)(nl ? nl - m : (long)strlen(m)) : 0, m ? m : "");
+    char line[512];
+    exp_last_line(buf, line, sizeof line);
+    cli_error(EXP_VERB, "--images %s: the trainer cannot use it (status %d): %s", x->images_src,
+              st, line);
     free(buf);
     return PM_EINVAL;
   }
   free(buf);
-  printf("images: %s decoded once into %s in %.1f s\n", x->images, x->cache,
-         clock_real_s() - t0);
+  printf("images: the first %d files of %s decoded once into %s in %.1f s\n", x->s.images,
+         x->images_src, x->cache, clock_real_s() - t0);
   return 0;
 }
 
@@ -1013,13 +1086,8 @@ int cmd_experiment(int argc, char **argv) {
   }
   char images_abs[PATH_MAX], vgg_abs[PATH_MAX];
   if (x.images) x.images = realpath(x.images, images_abs) ? images_abs : x.images;
+  x.images_src = x.images;
   if (x.vgg) x.vgg = realpath(x.vgg, vgg_abs) ? vgg_abs : x.vgg;
-  if (x.images && strchr(x.images, ' ')) {
-    /* the job's argv is safe, but Open MPI's launcher is not */
-    cli_error(EXP_VERB, "--images: '%s' contains a space, which Open MPI's launcher splits on",
-              x.images);
-    return CLI_EXIT_USAGE;
-  }
 
   /* catalog and types */
   if (x.catalog) {
@@ -1101,6 +1169,11 @@ int cmd_experiment(int argc, char **argv) {
   fflush(stdout);
   if (x.images) {
     snprintf(x.cache, sizeof x.cache, "%s/data/images-hr%d.cache", x.dir, x.s.hr);
+    if (exp_link_images(&x, x.images_dir, sizeof x.images_dir)) {
+      ret = CLI_EXIT_USAGE;
+      goto out_cat;
+    }
+    x.images = x.images_dir;
     if (exp_prepare_images(&x)) {
       ret = CLI_EXIT_USAGE;
       goto out_cat;
@@ -1174,7 +1247,7 @@ int cmd_experiment(int argc, char **argv) {
   json_object_object_add(js, "dir", json_object_new_string(x.dir));
   json_object *jset = json_object_new_object();
   json_object_object_add(jset, "scale", json_object_new_string(x.s.name));
-  json_object_object_add(jset, "data", json_object_new_string(x.images ? x.images : "synthetic"));
+  json_object_object_add(jset, "data", json_object_new_string(x.images_src ? x.images_src : "synthetic"));
   json_object_object_add(jset, "images", json_object_new_int(x.s.images));
   json_object_object_add(jset, "hr", json_object_new_int(x.s.hr));
   json_object_object_add(jset, "filters", json_object_new_int(x.s.filters));
