@@ -751,10 +751,13 @@ TEST(minicloud_compute_follows_quota_while_iteration_time_is_shared) {
   snprintf(cat, sizeof cat, "%s/cat.yaml", dir);
   FILE *f = fopen(cat, "w");
   ASSERT(f != NULL);
-  /* 0.25 + 0.5 + 1.0 = 1.75 of the 2 cores */
+  /* 0.1 + 0.5 + 1.0 = 1.6 of the 2 cores.  The slow node gets 0.1, not
+   * 0.25: on a host loaded by other work (or slowed by ASan) every rank's
+   * fair share falls to ~1/3 core, where a 0.25 quota barely binds (the
+   * 25/100 ratio fell to 1.12); 0.1 stays well below any fair share. */
   fprintf(f, "types:\n"
-             "  - {name: q25, price_usd_per_hour: 0.1, vcpus: 2, memory_gib: 4,\n"
-             "     local: {cpu_fraction: 0.25, memory_limit_mib: 1024, boot_delay_s: 0.1}}\n"
+             "  - {name: q10, price_usd_per_hour: 0.1, vcpus: 2, memory_gib: 4,\n"
+             "     local: {cpu_fraction: 0.1, memory_limit_mib: 1024, boot_delay_s: 0.1}}\n"
              "  - {name: q50, price_usd_per_hour: 0.2, vcpus: 2, memory_gib: 4,\n"
              "     local: {cpu_fraction: 0.5, memory_limit_mib: 1024, boot_delay_s: 0.1}}\n"
              "  - {name: q100, price_usd_per_hour: 0.4, vcpus: 4, memory_gib: 8,\n"
@@ -764,7 +767,7 @@ TEST(minicloud_compute_follows_quota_while_iteration_time_is_shared) {
   f = fopen(cfg, "w");
   ASSERT(f != NULL);
   fprintf(f, "provider: local\ncatalog: cat.yaml\nforce: true\ncluster:\n"
-             "  - {type: q25, count: 1}\n  - {type: q50, count: 1}\n  - {type: q100, count: 1}\n");
+             "  - {type: q10, count: 1}\n  - {type: q50, count: 1}\n  - {type: q100, count: 1}\n");
   fclose(f);
   snprintf(run, sizeof run, "%s/run", dir);
   char *up[] = {PARAMOUNT, "up", cfg, "--out", run, "--force", NULL};
@@ -812,16 +815,16 @@ TEST(minicloud_compute_follows_quota_while_iteration_time_is_shared) {
       if (c->iter_of[i] >= 2) cv[m] = c->compute[i], wv[m++] = c->wall[i];
     comp[n] = median_of(cv, m), wall[n] = median_of(wv, m);
   }
-  printf("  median compute s: q25 %.3f, q50 %.3f, q100 %.3f (ratios %.2f, %.2f); "
+  printf("  median compute s: q10 %.3f, q50 %.3f, q100 %.3f (ratios %.2f, %.2f); "
          "median iteration s: %.3f, %.3f, %.3f\n",
          comp[0], comp[1], comp[2], comp[0] / comp[2], comp[1] / comp[2], wall[0], wall[1],
          wall[2]);
-  /* compute follows the quota: the 25% node computes slowest.  Ideal
-   * ratios are 4 and 2; the compute runs in millisecond bursts between
+  /* compute follows the quota: the 10% node computes slowest.  Ideal
+   * ratios are 10 and 2; the compute runs in millisecond bursts between
    * the sync-BN reductions, shorter than the 100 ms quota period, and the
-   * host is shared, which narrows them (measured 1.3-1.4 for 25/100 and
-   * ~1 to 1.3 for 50/100 on a loaded host): only the clear cases. */
-  ASSERT_OP_DBL(comp[0], >, 1.15 * comp[2]);
+   * host is shared, which narrows them (measured 2.7 for 10/100 and ~1 to
+   * 1.3 for 50/100 under ASan at load 7 on 2 cores): only the clear cases. */
+  ASSERT_OP_DBL(comp[0], >, 1.5 * comp[2]);
   ASSERT_OP_DBL(comp[0], >, comp[1]);
   /* every rank's iteration lasts as long as the slowest one's */
   for (int n = 0; n < 3; n++) {
