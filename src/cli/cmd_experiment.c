@@ -887,7 +887,7 @@ static int exp_link_images(exp_ctx *x, char *dir, size_t cap) {
       }
     }
     if (!rc && n < (size_t)x->s.images) {
-      printf("images: %s has %zu image files, fewer than %d: using them all\n", x->images_src,
+      printf("images: %s has %zu files named *.*, fewer than %d: using them all\n", x->images_src,
              n, x->s.images);
       x->s.images = (int)n;
     }
@@ -1207,7 +1207,8 @@ int cmd_experiment(int argc, char **argv) {
   exp_run_test(&x, &t1, bin);
   printf("test 1: %s after %.1f s, $%.6f, %d switch%s: %s -> %s (summary: %s)\n",
          t1.rc == 0 ? "completed" : "FAILED", t1.total_s, t1.cost_usd, t1.switches,
-         t1.switches == 1 ? "" : "es", t1.cl.first, t1.cl.last, t1.summary);
+         t1.switches == 1 ? "" : "es", t1.cl.first[0] ? t1.cl.first : "(no launch)",
+         t1.cl.last[0] ? t1.cl.last : "-", t1.summary);
   int interrupted = t1.rc == PM_EAGAIN ? t1.status : 0;
   char ideal[CATALOG_NAME_MAX] = "";
   if (t1.rc == 0 && t1.homogeneous) {
@@ -1277,12 +1278,20 @@ int cmd_experiment(int argc, char **argv) {
   double wall = clock_real_s() - t_start;
   exp_say(&out, "\nnodes: test 1 had %d, test 2 had %d; %d left running\n", t1.nodes, t2.nodes,
           t1.nodes_left + t2.nodes_left);
-  exp_say(&out, "expected before the start: %.0f s for both tests; measured: %.0f s + %.0f s\n",
-          t1_s + t2_s, t1.ran ? exp_jnum(t1.report, "duration_s") : NAN,
-          t2.ran ? exp_jnum(t2.report, "duration_s") : NAN);
-  exp_say(&out, "experiment: %s in %.1f s (wall); reports: %s/report.html (against test 2), "
-                "%s/report.html\n",
-          ok ? "OK" : "FAILED", wall, t1.run_dir, t2.ran ? t2.run_dir : "(test 2 not run)");
+  {
+    char m1[32], m2[32];
+    exp_say(&out, "expected before the start: %.0f s for both tests; measured: %s s + %s s\n",
+            t1_s + t2_s,
+            exp_fmt(m1, sizeof m1, 0, 0, t1.ran ? exp_jnum(t1.report, "duration_s") : NAN),
+            exp_fmt(m2, sizeof m2, 0, 0, t2.ran ? exp_jnum(t2.report, "duration_s") : NAN));
+  }
+  exp_say(&out, "experiment: %s in %.1f s (wall)\n",
+          ok ? "OK" : interrupted ? "INTERRUPTED" : "FAILED", wall);
+  if (t2.ran)
+    exp_say(&out, "reports: %s/report.html (against test 2), %s/report.html\n", t1.run_dir,
+            t2.run_dir);
+  else
+    exp_say(&out, "report: %s/report.html (test 2 not run)\n", t1.run_dir);
   json_object_object_add(js, "wall_s", json_object_new_double(wall));
   json_object_object_add(js, "ok", json_object_new_boolean(ok));
   if (out.mem) fclose(out.mem);
