@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "controller/intake.h"
+#include "controller/launch.h"
 #include "paramount.h"
 #include "policy/policy.h"
 #include "report/report.h"
@@ -58,18 +58,6 @@ static void record_usage(FILE *f) {
 }
 
 /* ---- the child ------------------------------------------------------- */
-
-static volatile sig_atomic_t g_child_pid;
-
-/* A signal a process sent to `record` alone is passed on.  One the
- * terminal generated (Ctrl-C: si_code SI_KERNEL) already reached the
- * whole foreground group, CMD included; sending it twice would make
- * mpirun abort instead of shutting down. */
-static void record_forward_signal(int sig, siginfo_t *si, void *uctx) {
-  (void)uctx;
-  pid_t p = (pid_t)g_child_pid;
-  if (p > 0 && (!si || si->si_code != SI_KERNEL)) kill(p, sig);
-}
 
 /* Finds name on PATH the way execvp will; a name with a slash is taken
  * as is.  Returns 0 with the path in out, or -1 (errno: ENOENT/EACCES). */
@@ -106,57 +94,14 @@ static int record_which(const char *name, char *out, size_t cap) {
   return -1;
 }
 
-/* Forks and execs argv.  An exec failure comes back through a CLOEXEC
- * pipe, so "not found" is told apart from a command that exits 127. */
-static int record_spawn(char **argv, pid_t *pid_out, int *exec_errno) {
-  int pfd[2];
-  *exec_errno = 0;
-  if (pipe2(pfd, O_CLOEXEC) != 0) return PM_ESYS;
-  /* SIGINT/SIGTERM stay blocked until g_child_pid is set, so one that
-   * arrives just after the fork is forwarded, not lost. */
-  sigset_t fwd, old;
-  sigemptyset(&fwd);
-  sigaddset(&fwd, SIGINT);
-  sigaddset(&fwd, SIGTERM);
-  sigprocmask(SIG_BLOCK, &fwd, &old);
-  pid_t pid = fork();
-  if (pid < 0) {
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    close(pfd[0]);
-    close(pfd[1]);
-    return PM_ESYS;
-  }
-  if (pid == 0) {
-    close(pfd[0]);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    execvp(argv[0], argv);
-    int e = errno;
-    ssize_t w = write(pfd[1], &e, sizeof e);
-    (void)w;
-    _exit(RECORD_EXIT_NOT_FOUND);
-  }
-  close(pfd[1]);
-  g_child_pid = pid;
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  int e = 0;
-  ssize_t n;
-  do {
-    n = read(pfd[0], &e, sizeof e);
-  } while (n < 0 && errno == EINTR);
-  close(pfd[0]);
-  *pid_out = pid;
-  if (n == (ssize_t)sizeof e) *exec_errno = e;
-  return 0;
-}
-
-/* Waits for the child while the intake records its ranks. */
-static int record_watch(intake *in, pid_t pid, int *status) {
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd >= 0) {
-    int rc = intake_run_until(in, pidfd, -1);
-    close(pidfd);
+/* Waits for the child while the intake records its ranks; closes its
+ * pidfd. */
+static int record_watch(intake *in, launch_child *ch, int *status) {
+  pid_t pid = ch->pid;
+  if (ch->pidfd >= 0) {
+    int rc = intake_run_until(in, ch->pidfd, -1);
+    close(ch->pidfd);
+    ch->pidfd = -1;
     if (rc < 0) log_warn("the controller loop failed: %s; still waiting for the command",
                          pm_strerror(rc));
   } else {
@@ -170,10 +115,7 @@ static int record_watch(intake *in, pid_t pid, int *status) {
       if (intake_poll(in, 100) < 0) break;
     }
   }
-  while (waitpid(pid, status, 0) < 0) {
-    if (errno != EINTR) return PM_ECHILD;
-  }
-  return 0;
+  return launch_wait(pid, status);
 }
 
 /* ---- the per-rank table ---------------------------------------------- */
@@ -410,44 +352,40 @@ int cmd_record(int argc, char **argv) {
   setenv("PARAMOUNT_NODE", getenv("PARAMOUNT_NODE") ? getenv("PARAMOUNT_NODE") : host, 1);
 
   /* The argv to exec: CMD itself, or mpirun around it. */
-  size_t ncmd = 0;
-  while (cmd[ncmd]) ncmd++;
-  char np_s[24];
-  snprintf(np_s, sizeof np_s, "%llu", np);
-  const char *mpi_head[] = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np", np_s,
-                            "-x", "PARAMOUNT_ENDPOINT", "-x", "PARAMOUNT_TOKEN",
-                            "-x", "PARAMOUNT_NODE", "-x", "PARAMOUNT_RUN_DIR"};
-  size_t nhead = np ? sizeof mpi_head / sizeof mpi_head[0] : 0;
-  char **xargv = calloc(nhead + ncmd + 1, sizeof *xargv);
-  if (!xargv) {
+  char **xargv = NULL;
+  static const char *const mpi_env[] = {"PARAMOUNT_ENDPOINT", "PARAMOUNT_TOKEN",
+                                        "PARAMOUNT_NODE", "PARAMOUNT_RUN_DIR", NULL};
+  /* the argv docs/cli.md shows, whoever runs it */
+  launch_mpirun mpi = {.mpirun = mpirun, .np = np, .oversubscribe = 1, .allow_root_always = 1,
+                       .env = mpi_env, .cmd = (const char *const *)cmd};
+  if (np && launch_mpirun_argv(&mpi, &xargv) != 0) {
     cli_error(VERB_NAME, "out of memory");
     intake_close(in);
     journal_close(jr);
     return CLI_EXIT_FAIL;
   }
-  for (size_t i = 0; i < nhead; i++) xargv[i] = (char *)mpi_head[i];
-  for (size_t i = 0; i < ncmd; i++) xargv[nhead + i] = cmd[i];
   record_journal_launch(jr, cmd, np, endpoint);
   printf("paramount: record: run directory %s\n", run_dir);
   fflush(stdout);
 
-  struct sigaction sa, old_int, old_term;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = record_forward_signal;
-  sa.sa_flags = SA_SIGINFO;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-
-  pid_t pid = 0;
-  int exec_errno = 0, status = 0, exit_code;
-  rc = record_spawn(xargv, &pid, &exec_errno);
-  if (rc == 0 && exec_errno == 0) rc = record_watch(in, pid, &status);
-  else if (rc == 0) waitpid(pid, &status, 0);
-  sigaction(SIGINT, &old_int, NULL);
-  sigaction(SIGTERM, &old_term, NULL);
-  g_child_pid = 0;
-  free(xargv);
+  launch_forward fwd;
+  launch_forward_begin(&fwd);
+  launch_opts lo = {.argv = np ? xargv : cmd, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1,
+                    .forward_signals = 1};
+  launch_child ch;
+  int status = 0, exit_code, exec_errno = 0;
+  rc = launch_spawn(&lo, &ch);
+  if (rc == 0) {
+    exec_errno = ch.exec_errno;
+    if (exec_errno == 0) {
+      rc = record_watch(in, &ch, &status);
+    } else {
+      if (ch.pidfd >= 0) close(ch.pidfd);
+      launch_wait(ch.pid, &status);
+    }
+  }
+  launch_forward_end(&fwd);
+  launch_strv_free(xargv);
 
   if (rc != 0) {
     cli_error(VERB_NAME, "cannot start '%s': %s", cmd[0], strerror(errno));
@@ -456,11 +394,11 @@ int cmd_record(int argc, char **argv) {
     cli_error(VERB_NAME, "cannot run '%s': %s", np ? "mpirun" : cmd[0], strerror(exec_errno));
     exit_code = exec_errno == ENOENT ? RECORD_EXIT_NOT_FOUND : RECORD_EXIT_NOT_EXEC;
   } else if (WIFSIGNALED(status)) {
-    exit_code = CLI_EXIT_SIGNAL_BASE + WTERMSIG(status);
+    exit_code = launch_exit_code(status); /* 128 + N, CLI_EXIT_SIGNAL_BASE + N */
     cli_error(VERB_NAME, "'%s' was killed by signal %d (%s)", cmd[0], WTERMSIG(status),
               strsignal(WTERMSIG(status)));
   } else {
-    exit_code = WEXITSTATUS(status);
+    exit_code = launch_exit_code(status);
     if (exit_code)
       cli_error(VERB_NAME, "'%s' exited with status %d", np ? "mpirun" : cmd[0], exit_code);
   }

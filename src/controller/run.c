@@ -19,9 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,12 +28,11 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "controller/intake.h"
+#include "controller/launch.h"
 #include "paramount.h"
 #include "policy/policy.h"
 #include "provider/provider.h"
 #include "report/report.h"
-
-extern char **environ;
 
 #define RUN_NODES_MAX 512
 #define RUN_LAUNCHES_MAX 64
@@ -330,60 +327,38 @@ static char *run_subst(const char *arg, const char *path) {
   return out;
 }
 
-static void run_strv_free(char **v) {
-  for (size_t i = 0; v && v[i]; i++) free(v[i]);
-  free(v);
-}
-
 /* The mpirun argv for the host set of L; ckpt non-NULL appends the
- * resume arguments.  NULL-terminated, malloc'd. */
-static char **run_mpirun_argv(run_ctx *c, const run_launch *L, const char *ckpt) {
-  size_t cap = 32 + c->cfg->ncommand + c->cfg->nresume, k = 0;
-  char **v = calloc(cap, sizeof *v);
-  if (!v) return NULL;
-  char hosts[RUN_CONFIG_NODES_MAX * PROVIDER_ID_MAX], np[16];
+ * resume arguments.  0 or PM_ENOMEM; *out freed with launch_strv_free. */
+static int run_mpirun_argv(run_ctx *c, const run_launch *L, const char *ckpt, char ***out) {
+  *out = NULL;
+  char hosts[RUN_CONFIG_NODES_MAX * PROVIDER_ID_MAX];
   size_t off = 0;
   hosts[0] = '\0';
   for (size_t i = 0; i < L->nhosts; i++)
     off += (size_t)snprintf(hosts + off, sizeof hosts - off, "%s%s", i ? "," : "",
                             c->nodes[L->host[i]].pn.id);
-  snprintf(np, sizeof np, "%zu", L->nhosts);
-  const char *head[] = {c->o->mpirun ? c->o->mpirun : "mpirun", "--host", hosts, "-np", np,
-                        "--mca", "plm_rsh_agent", c->agent,
-                        /* every local node is this host: loopback only */
-                        "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo",
-                        "--mca", "oob_tcp_if_include", "lo",
-                        "-x", "PARAMOUNT_ENDPOINT", "-x", "PARAMOUNT_TOKEN"};
-  v[k++] = strdup(head[0]);
-  if (geteuid() == 0) v[k++] = strdup("--allow-run-as-root");
-  for (size_t i = 1; i < sizeof head / sizeof head[0]; i++) v[k++] = strdup(head[i]);
-  for (size_t i = 0; i < c->cfg->ncommand; i++) v[k++] = strdup(c->cfg->command[i]);
-  for (size_t i = 0; ckpt && i < c->cfg->nresume; i++) v[k++] = run_subst(c->cfg->resume[i], ckpt);
-  for (size_t i = 0; i < k; i++)
-    if (!v[i]) {
-      run_strv_free(v);
-      return NULL;
-    }
-  return v;
-}
-
-/* The environment of mpirun: ours plus the endpoint and token, which
- * mpirun forwards to every rank (-x); the token never reaches argv. */
-static char **run_child_env(const char *endpoint, const char *token) {
-  size_t n = 0;
-  while (environ[n]) n++;
-  char **e = calloc(n + 3, sizeof *e);
-  if (!e) return NULL;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(environ[i], "PARAMOUNT_ENDPOINT=", 19) && strncmp(environ[i], "PARAMOUNT_TOKEN=", 16))
-      e[k++] = environ[i];
-  static char ep[300], tk[64];
-  snprintf(ep, sizeof ep, "PARAMOUNT_ENDPOINT=%s", endpoint);
-  snprintf(tk, sizeof tk, "PARAMOUNT_TOKEN=%s", token);
-  e[k++] = ep;
-  e[k++] = tk;
-  return e;
+  size_t nres = ckpt ? c->cfg->nresume : 0;
+  const char **cmd = calloc(c->cfg->ncommand + nres + 1, sizeof *cmd);
+  char **res = calloc(nres + 1, sizeof *res);
+  int rc = cmd && res ? 0 : PM_ENOMEM;
+  for (size_t i = 0; !rc && i < c->cfg->ncommand; i++) cmd[i] = c->cfg->command[i];
+  for (size_t i = 0; !rc && i < nres; i++)
+    if (!(cmd[c->cfg->ncommand + i] = res[i] = run_subst(c->cfg->resume[i], ckpt)))
+      rc = PM_ENOMEM;
+  /* every local node is this host: loopback only */
+  static const char *const mca[] = {"plm_rsh_agent", NULL, "btl", "self,tcp",
+                                    "btl_tcp_if_include", "lo", "oob_tcp_if_include", "lo",
+                                    NULL};
+  const char *mca_v[sizeof mca / sizeof mca[0]];
+  memcpy(mca_v, mca, sizeof mca);
+  mca_v[1] = c->agent;
+  static const char *const env[] = {"PARAMOUNT_ENDPOINT", "PARAMOUNT_TOKEN", NULL};
+  launch_mpirun m = {.mpirun = c->o->mpirun, .np = L->nhosts, .hosts = hosts, .mca = mca_v,
+                     .env = env, .cmd = cmd};
+  if (!rc) rc = launch_mpirun_argv(&m, out);
+  launch_strv_free(res);
+  free(cmd);
+  return rc;
 }
 
 static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
@@ -399,44 +374,38 @@ static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
   int idx = (int)(L - c->launches);
   snprintf(L->log, sizeof L->log, "%s/job-%d.log", c->run_dir, c->launch_base + idx);
   if (ckpt) snprintf(L->resumed_from, sizeof L->resumed_from, "%s", ckpt);
-  char **argv = run_mpirun_argv(c, L, ckpt);
-  char **envp = run_child_env(endpoint, c->token);
+  char **argv = NULL, **envp = NULL;
+  char ep[300], tk[64];
+  snprintf(ep, sizeof ep, "PARAMOUNT_ENDPOINT=%s", endpoint);
+  snprintf(tk, sizeof tk, "PARAMOUNT_TOKEN=%s", c->token);
+  /* mpirun forwards both to every rank (-x); the token never reaches argv */
+  const char *const set[] = {ep, tk, NULL};
+  int arc = run_mpirun_argv(c, L, ckpt, &argv);
+  if (!arc) arc = launch_env(set, &envp);
   int logfd = open(L->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (!argv || !envp || logfd < 0 || nullfd < 0) {
-    run_say(c, LOG_ERR, "run: cannot prepare launch %d (%s): %s", idx, L->log, strerror(errno));
-    rc = PM_ESYS;
+  if (arc || logfd < 0 || nullfd < 0) {
+    run_say(c, LOG_ERR, "run: cannot prepare launch %d (%s): %s", idx, L->log,
+            arc ? pm_strerror(arc) : strerror(errno));
+    rc = arc ? arc : PM_ESYS;
     goto done;
   }
-  fflush(NULL);
   L->spawn_s = clock_real_s();
-  pid_t pid = fork();
-  if (pid < 0) {
-    rc = PM_ESYS;
-    goto done;
-  }
-  if (pid == 0) {
-    /* Its own process group: a terminal ^C reaches only the controller,
-     * which then stops the job and the nodes in order. */
-    setpgid(0, 0);
-    /* A SIGKILLed controller takes mpirun with it, so no job runs on
-     * unwatched; `paramount down` then clears the nodes. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1) _exit(127);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    dup2(nullfd, 0);
-    dup2(logfd, 1);
-    dup2(logfd, 2);
-    execvpe(argv[0], argv, envp);
-    dprintf(2, "paramount: run: cannot execute %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
-  setpgid(pid, pid);
+  /* Its own process group: a terminal ^C reaches only the controller,
+   * which then stops the job and the nodes in order.  A SIGKILLed
+   * controller takes mpirun with it, so no job runs on unwatched;
+   * `paramount down` then clears the nodes.  A failed exec shows in the
+   * job's log and as its exit status 127. */
+  launch_opts lo = {.argv = argv, .envp = envp, .stdin_fd = nullfd, .stdout_fd = logfd,
+                    .stderr_fd = logfd, .new_pgrp = 1, .die_with_parent = 1,
+                    .exec_fail_prefix = "paramount: run"};
+  launch_child ch;
+  if ((rc = launch_spawn(&lo, &ch))) goto done;
+  pid_t pid = ch.pid;
   L->pid = pid;
-  L->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  L->pidfd = ch.pidfd;
   if (L->pidfd < 0) {
-    run_say(c, LOG_ERR, "run: pidfd_open: %s", strerror(errno));
+    run_say(c, LOG_ERR, "run: pidfd_open: %s", strerror(ch.pidfd_errno));
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
     L->exited = 1;
@@ -469,8 +438,8 @@ done:
     intake_close(L->in);
     L->in = NULL;
   }
-  run_strv_free(argv);
-  free(envp);
+  launch_strv_free(argv);
+  launch_strv_free(envp);
   if (logfd >= 0) close(logfd);
   if (nullfd >= 0) close(nullfd);
   return rc;
@@ -479,10 +448,7 @@ done:
 static void run_launch_reap(run_launch *L) {
   if (L->exited || L->pid <= 0) return;
   int st = 0;
-  if (waitpid(L->pid, &st, 0) == L->pid)
-    L->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  else
-    L->status = 1;
+  L->status = launch_wait(L->pid, &st) ? 1 : launch_exit_code(st);
   L->exited = 1;
   L->exit_s = clock_real_s();
   if (L->pidfd >= 0) close(L->pidfd);
