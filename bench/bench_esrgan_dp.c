@@ -208,6 +208,11 @@ static void bench_trainer(const bench_opts *o, int np, const char *dir, const ch
     int in = open("/dev/null", O_RDONLY), out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (in < 0 || out < 0) _exit(126);
     dup2(in, 0), dup2(out, 1), dup2(out, 2);
+    /* in an ASan build, Open MPI's plugins leak at exit (see tests) */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
     execvp(argv[0], (char *const *)argv);
     _exit(127);
   }
