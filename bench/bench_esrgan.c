@@ -5,6 +5,7 @@
  * process so that peak RSS (wait4's ru_maxrss) belongs to that config only.
  * Usage: bench_esrgan [--quick] [--config big|small|all] [--steps N]
  *                     [--warm N] [--no-torch] [--bf16] [--winograd on|off]
+ *                     [--verbose-impl]  (each conv's oneDNN kernels, stderr)
  */
 #include <errno.h>
 #include <math.h>
@@ -36,7 +37,7 @@ static const bench_config CONFIGS[] = {{"F64/B23", 128, 4, 64, 23},
                                        {"F32/B2", 128, 4, 32, 2}};
 
 typedef struct {
-  int steps, warm, torch, bf16, winograd, quick;
+  int steps, warm, torch, bf16, winograd, quick, impl;
   const char *which;
 } bench_opts;
 
@@ -110,7 +111,7 @@ static int time_steps(esr_trainer *t, const float *lr, const float *hr,
 
 static int ours_run(const bench_config *c, const bench_opts *o, bench_result *r) {
   nn_ctx ctx;
-  if (nn_ctx_init(&ctx, o->winograd, 0)) {
+  if (nn_ctx_init(&ctx, o->winograd, o->impl)) {
     fprintf(stderr, "bench_esrgan: %s\n", nn_errmsg());
     return -1;
   }
@@ -241,6 +242,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     if (!strcmp(a, "--quick")) o->quick = 1;
     else if (!strcmp(a, "--no-torch")) o->torch = 0;
     else if (!strcmp(a, "--bf16")) o->bf16 = 1;
+    else if (!strcmp(a, "--verbose-impl")) o->impl = 1;
     else if (!strcmp(a, "--steps")) { if (parse_int(a, v, 1, MAX_STEPS, &steps)) return -1; i++; }
     else if (!strcmp(a, "--warm")) { if (parse_int(a, v, 0, 20, &warm)) return -1; i++; }
     else if (!strcmp(a, "--config")) {

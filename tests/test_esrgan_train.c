@@ -122,6 +122,46 @@ TEST(feature_cache_matches_recomputed_features) {
   esr_data_free(&ds);
 }
 
+/* --bf16 (AMX/AVX512-BF16 kernels) must follow fp32's loss curve from the
+ * same start; without bf16 kernels every conv falls back to fp32 and the
+ * curves must then be identical. */
+TEST(bf16_loss_curve_follows_fp32) {
+  setup();
+  nn_ctx cb;
+  ASSERT_EQ_INT(nn_ctx_init(&cb, 1, 0), 0);
+  cb.bf16 = 1, cb.allow_ref = 1;
+  esr_hparams hp = tiny();
+  hp.lr = 1e-3f;
+  esr_dataset ds;
+  ASSERT_EQ_INT(esr_data_synthetic(&ds, 16, 32, 3), 0);
+  esr_trainer a, b;
+  ASSERT_EQ_INT(esr_trainer_init(&a, &ctx, &hp, 5), 0);
+  ASSERT_EQ_INT(esr_trainer_init(&b, &cb, &hp, 5), 0);
+  int nbf = 0;
+  for (int i = 0; i < b.G.nconv; i++) nbf += b.G.conv[i].bf16;
+  double worst = 0, ga = 0, gb = 0;
+  for (uint64_t it = 0; it < 24; it++) {
+    run(&a, &ds, it, it + 1);
+    run(&b, &ds, it, it + 1);
+    double rel = fabs(a.loss_g - b.loss_g) / fabs(a.loss_g);
+    if (rel > worst) worst = rel;
+    if (it >= 20) ga += a.loss_g / 4, gb += b.loss_g / 4;
+  }
+  printf("  %d of %d generator convs in bf16 (%s); G loss worst relative gap %.2e, "
+         "last 4 mean fp32 %.5f bf16 %.5f\n", nbf, b.G.nconv, b.G.conv[1].impl[0], worst,
+         ga, gb);
+  if (nbf == 0) {
+    ASSERT_OP_DBL(worst, ==, 0);
+  } else {
+    ASSERT_OP_DBL(worst, >, 0); /* it really ran in bf16 */
+    ASSERT_OP_DBL(worst, <, 0.05);
+    ASSERT_OP_DBL(fabs(ga - gb) / ga, <, 0.02);
+  }
+  esr_trainer_free(&a), esr_trainer_free(&b);
+  esr_data_free(&ds);
+  nn_ctx_free(&cb);
+}
+
 static char ckdir[] = "/tmp/esrgan_ckptXXXXXX";
 
 TEST(resume_continues_exactly_and_bad_checkpoints_are_refused) {

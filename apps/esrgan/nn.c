@@ -62,7 +62,23 @@ int nn_ctx_init(nn_ctx *ctx, int winograd, int verbose) {
   return 0;
 }
 
+/* Grows shared scratch buffer k to at least `bytes`. */
+static int ctx_scratch(nn_ctx *ctx, int k, size_t bytes) {
+  if (bytes <= ctx->scratch_bytes[k]) return 0;
+  size_t sz = (bytes + 63) / 64 * 64;
+  void *p = aligned_alloc(64, sz);
+  if (!p) {
+    nn_seterr("out of memory for %zu bytes of bf16 scratch", sz);
+    return PM_ENOMEM;
+  }
+  free(ctx->scratch[k]);
+  ctx->scratch[k] = p;
+  ctx->scratch_bytes[k] = sz;
+  return 0;
+}
+
 void nn_ctx_free(nn_ctx *ctx) {
+  for (int k = 0; k < 4; k++) free(ctx->scratch[k]);
   if (ctx->strm) dnnl_stream_destroy(ctx->strm);
   if (ctx->eng) dnnl_engine_destroy(ctx->eng);
   ctx->strm = NULL;
@@ -232,7 +248,7 @@ static int conv_pd(nn_ctx *ctx, nn_conv *cv, int pass,
                    dnnl_primitive_desc_t *out) {
   dnnl_dims_t strides = {cv->stride, cv->stride}, pad = {1, 1};
   dnnl_alg_kind_t algs[2] = {dnnl_convolution_winograd, dnnl_convolution_direct};
-  int first = (ctx->winograd && cv->stride == 1) ? 0 : 1;
+  int first = (ctx->winograd && cv->stride == 1 && !cv->bf16) ? 0 : 1;
   dnnl_status_t st = dnnl_unimplemented;
   for (int a = first; a < 2; a++) {
     dnnl_convolution_desc_t d;
@@ -273,14 +289,53 @@ int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
   float *gwp = grads, *gbp = grads ? grads + (size_t)oc * ic * 9 : NULL;
   cv->gw = gwp, cv->gb = gbp;
   dnnl_memory_desc_t src, dst, wany, wuser, bmd;
+  /* what the primitives see: the tensors' layout in fp32; in bf16, bf16
+   * nhwc inputs (AMX kernels want nhwc) and f32 nhwc outputs */
+  dnnl_memory_desc_t csrc, cdst, cdsrc, cddst, cw, cdstb;
   int rc;
   if ((rc = md4(&src, n, ic, h, w, dnnl_nChw16c)) ||
       (rc = md4(&dst, n, oc, cv->oh, cv->ow, dnnl_nChw16c)) ||
       (rc = md4(&wany, oc, ic, 3, 3, dnnl_format_tag_any)) ||
       (rc = md4(&wuser, oc, ic, 3, 3, dnnl_oihw)) || (rc = md1(&bmd, oc)))
     return rc;
-  dnnl_primitive_desc_t pf = NULL, pbd = NULL, pbw = NULL;
-  if ((rc = conv_pd(ctx, cv, 0, &src, &wany, &bmd, &dst, NULL, &pf))) goto fail;
+  dnnl_primitive_desc_t pf = NULL, pbd = NULL, pbw = NULL, phint = NULL;
+  cv->bf16 = ctx->bf16;
+  for (;;) {
+    csrc = src, cdst = dst, cdsrc = src, cddst = dst, cw = wany, cdstb = dst;
+    if (cv->bf16) {
+      dnnl_dims_t sd = {n, ic, h, w}, dd = {n, oc, cv->oh, cv->ow}, wd = {oc, ic, 3, 3};
+      if (dnnl_memory_desc_init_by_tag(&csrc, 4, sd, dnnl_bf16, dnnl_nhwc) ||
+          dnnl_memory_desc_init_by_tag(&cdsrc, 4, sd, dnnl_f32, dnnl_nhwc) ||
+          dnnl_memory_desc_init_by_tag(&cdst, 4, dd, dnnl_f32, dnnl_nhwc) ||
+          dnnl_memory_desc_init_by_tag(&cddst, 4, dd, dnnl_bf16, dnnl_nhwc) ||
+          dnnl_memory_desc_init_by_tag(&cdstb, 4, dd, dnnl_bf16, dnnl_nhwc) ||
+          dnnl_memory_desc_init_by_tag(&cw, 4, wd, dnnl_bf16, dnnl_format_tag_any)) {
+        nn_seterr("oneDNN: bf16 memory descriptors failed");
+        return PM_ENOTSUP;
+      }
+    }
+    rc = conv_pd(ctx, cv, 0, &csrc, &cw, &bmd, &cdst, NULL, &pf);
+    /* the backward passes take a forward hint whose dst type is theirs */
+    if (!rc && cv->bf16 && (flags & (NN_NEED_BWD_DATA | NN_NEED_BWD_W)))
+      rc = conv_pd(ctx, cv, 0, &csrc, &cw, &bmd, &cdstb, NULL, &phint);
+    const_dnnl_primitive_desc_t hint = phint ? phint : pf;
+    if (!rc && (flags & NN_NEED_BWD_DATA))
+      rc = conv_pd(ctx, cv, 1, &cdsrc, &cw, NULL, &cddst, hint, &pbd);
+    if (!rc && (flags & NN_NEED_BWD_W))
+      rc = conv_pd(ctx, cv, 2, &csrc, &wany, &bmd, &cddst, hint, &pbw);
+    /* bf16 where oneDNN has a real kernel for all passes, else fp32 */
+    int slow = cv->bf16 && !rc &&
+               (strstr(pd_impl(pf), "ref") || (pbd && strstr(pd_impl(pbd), "ref")) ||
+                (pbw && strstr(pd_impl(pbw), "ref")));
+    if (!rc && !slow) break;
+    dnnl_primitive_desc_t ps[] = {pf, pbd, pbw, phint};
+    for (int i = 0; i < 4; i++)
+      if (ps[i]) dnnl_primitive_desc_destroy(ps[i]);
+    pf = pbd = pbw = phint = NULL;
+    if (!cv->bf16) goto fail;
+    cv->bf16 = 0;
+  }
+  if (phint) dnnl_primitive_desc_destroy(phint);
   snprintf(cv->impl[0], sizeof cv->impl[0], "%s", pd_impl(pf));
   note_impl(ctx, cv, "fwd", cv->impl[0]);
   if ((rc = make_prim(pf, &cv->fwd))) goto fail;
@@ -295,7 +350,6 @@ int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
       goto fail;
   }
   if (flags & NN_NEED_BWD_DATA) {
-    if ((rc = conv_pd(ctx, cv, 1, &src, &wany, NULL, &dst, pf, &pbd))) goto fail;
     snprintf(cv->impl[1], sizeof cv->impl[1], "%s", pd_impl(pbd));
     note_impl(ctx, cv, "bwd_data", cv->impl[1]);
     if ((rc = make_prim(pbd, &cv->bwd_data))) goto fail;
@@ -311,7 +365,6 @@ int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
   }
   if (flags & NN_NEED_BWD_W) {
     if (!grads) { rc = PM_EINVAL; nn_seterr("conv needs weight grads but has no grad buffer"); goto fail; }
-    if ((rc = conv_pd(ctx, cv, 2, &src, &wany, &bmd, &dst, pf, &pbw))) goto fail;
     snprintf(cv->impl[2], sizeof cv->impl[2], "%s", pd_impl(pbw));
     note_impl(ctx, cv, "bwd_w", cv->impl[2]);
     if ((rc = make_prim(pbw, &cv->bwd_w))) goto fail;
@@ -333,6 +386,23 @@ int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
         (rc = make_reorder(ctx, gw, &wuser, 1, &cv->ro_gw)))
       goto fail;
   }
+  if (cv->bf16) {
+    /* activation reorders into and out of the shared bf16 scratch */
+    dnnl_memory_desc_t ymd = dst;
+    if ((rc = make_reorder(ctx, &src, &csrc, 0, &cv->ro_x)) ||
+        (rc = make_reorder(ctx, &cdst, &ymd, 0, &cv->ro_y)) ||
+        (rc = make_reorder(ctx, &dst, &cddst, 0, &cv->ro_dy)) ||
+        (rc = make_reorder(ctx, &cdsrc, &src, 0, &cv->ro_dx)) ||
+        (rc = mem(ctx, &cv->m_xb, &csrc, DNNL_MEMORY_NONE)) ||
+        (rc = mem(ctx, &cv->m_yf, &cdst, DNNL_MEMORY_NONE)) ||
+        (rc = mem(ctx, &cv->m_dyb, &cddst, DNNL_MEMORY_NONE)) ||
+        (rc = mem(ctx, &cv->m_dxf, &cdsrc, DNNL_MEMORY_NONE)) ||
+        (rc = ctx_scratch(ctx, 0, dnnl_memory_desc_get_size(&csrc))) ||
+        (rc = ctx_scratch(ctx, 1, dnnl_memory_desc_get_size(&cdst))) ||
+        (rc = ctx_scratch(ctx, 2, dnnl_memory_desc_get_size(&cddst))) ||
+        (rc = ctx_scratch(ctx, 3, dnnl_memory_desc_get_size(&cdsrc))))
+      goto fail;
+  }
   dnnl_primitive_desc_destroy(pf);
   if (pbd) dnnl_primitive_desc_destroy(pbd);
   if (pbw) dnnl_primitive_desc_destroy(pbw);
@@ -347,12 +417,13 @@ fail:
 
 void nn_conv_free(nn_conv *cv) {
   if (!cv) return;
-  dnnl_primitive_t ps[] = {cv->fwd, cv->bwd_data, cv->bwd_w,
-                           cv->ro_wfwd, cv->ro_wbwd, cv->ro_gw};
+  dnnl_primitive_t ps[] = {cv->fwd,   cv->bwd_data, cv->bwd_w, cv->ro_wfwd, cv->ro_wbwd,
+                           cv->ro_gw, cv->ro_x,     cv->ro_y,  cv->ro_dy,   cv->ro_dx};
   for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
     if (ps[i]) dnnl_primitive_destroy(ps[i]);
-  dnnl_memory_t ms[] = {cv->m_w, cv->m_b, cv->m_wfwd, cv->m_wbwd,
-                        cv->m_gw, cv->m_gwtmp, cv->m_gbtmp};
+  dnnl_memory_t ms[] = {cv->m_w,     cv->m_b,     cv->m_wfwd, cv->m_wbwd, cv->m_gw,
+                        cv->m_gwtmp, cv->m_gbtmp, cv->m_xb,   cv->m_yf,   cv->m_dyb,
+                        cv->m_dxf};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
     if (ms[i]) dnnl_memory_destroy(ms[i]);
   free(cv->wfwd);
@@ -380,12 +451,33 @@ static dnnl_memory_t conv_wfwd(nn_conv *cv) {
   return cv->m_wfwd ? cv->m_wfwd : cv->m_w;
 }
 
+/* bf16 mode: runs reorder p from -> to (one side a scratch view). */
+static int conv_move(nn_ctx *ctx, dnnl_primitive_t p, dnnl_memory_t from,
+                     dnnl_memory_t to, const char *what) {
+  dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+  return exec(ctx, p, 2, a, what);
+}
+
+/* Points the conv's scratch views at the context's current buffers (they
+ * may have grown since the conv was built). */
+static int conv_bind(nn_conv *cv, nn_ctx *ctx) {
+  dnnl_memory_t ms[4] = {cv->m_xb, cv->m_yf, cv->m_dyb, cv->m_dxf};
+  for (int i = 0; i < 4; i++)
+    DN(dnnl_memory_set_data_handle(ms[i], ctx->scratch[i]), "scratch bind");
+  return 0;
+}
+
 int nn_conv_forward(nn_ctx *ctx, nn_conv *cv, nn_tensor *x, nn_tensor *y) {
-  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, x->mem},
+  int rc;
+  if (cv->bf16 && ((rc = conv_bind(cv, ctx)) ||
+                   (rc = conv_move(ctx, cv->ro_x, x->mem, cv->m_xb, "bf16 src reorder"))))
+    return rc;
+  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, cv->bf16 ? cv->m_xb : x->mem},
                           {DNNL_ARG_WEIGHTS, conv_wfwd(cv)},
                           {DNNL_ARG_BIAS, cv->m_b},
-                          {DNNL_ARG_DST, y->mem}};
-  return exec(ctx, cv->fwd, 4, a, "conv forward");
+                          {DNNL_ARG_DST, cv->bf16 ? cv->m_yf : y->mem}};
+  if ((rc = exec(ctx, cv->fwd, 4, a, "conv forward")) || !cv->bf16) return rc;
+  return conv_move(ctx, cv->ro_y, cv->m_yf, y->mem, "bf16 dst reorder");
 }
 
 int nn_conv_backward_data(nn_ctx *ctx, nn_conv *cv, nn_tensor *dy,
@@ -394,10 +486,15 @@ int nn_conv_backward_data(nn_ctx *ctx, nn_conv *cv, nn_tensor *dy,
     nn_seterr("conv %d->%d was built without backward data", cv->ic, cv->oc);
     return PM_ESTATE;
   }
-  dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, dy->mem},
+  int rc;
+  if (cv->bf16 && ((rc = conv_bind(cv, ctx)) ||
+                   (rc = conv_move(ctx, cv->ro_dy, dy->mem, cv->m_dyb, "bf16 diff reorder"))))
+    return rc;
+  dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, cv->bf16 ? cv->m_dyb : dy->mem},
                           {DNNL_ARG_WEIGHTS, cv->m_wbwd ? cv->m_wbwd : conv_wfwd(cv)},
-                          {DNNL_ARG_DIFF_SRC, dx->mem}};
-  return exec(ctx, cv->bwd_data, 3, a, "conv backward data");
+                          {DNNL_ARG_DIFF_SRC, cv->bf16 ? cv->m_dxf : dx->mem}};
+  if ((rc = exec(ctx, cv->bwd_data, 3, a, "conv backward data")) || !cv->bf16) return rc;
+  return conv_move(ctx, cv->ro_dx, cv->m_dxf, dx->mem, "bf16 diff src reorder");
 }
 
 int nn_conv_backward_weights(nn_ctx *ctx, nn_conv *cv, nn_tensor *x,
@@ -406,11 +503,16 @@ int nn_conv_backward_weights(nn_ctx *ctx, nn_conv *cv, nn_tensor *x,
     nn_seterr("conv %d->%d was built without backward weights", cv->ic, cv->oc);
     return PM_ESTATE;
   }
-  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, x->mem},
-                          {DNNL_ARG_DIFF_DST, dy->mem},
+  int rc;
+  if (cv->bf16 && ((rc = conv_bind(cv, ctx)) ||
+                   (rc = conv_move(ctx, cv->ro_x, x->mem, cv->m_xb, "bf16 src reorder")) ||
+                   (rc = conv_move(ctx, cv->ro_dy, dy->mem, cv->m_dyb, "bf16 diff reorder"))))
+    return rc;
+  dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, cv->bf16 ? cv->m_xb : x->mem},
+                          {DNNL_ARG_DIFF_DST, cv->bf16 ? cv->m_dyb : dy->mem},
                           {DNNL_ARG_DIFF_WEIGHTS, cv->m_gwtmp},
                           {DNNL_ARG_DIFF_BIAS, cv->m_gbtmp}};
-  int rc = exec(ctx, cv->bwd_w, 4, a, "conv backward weights");
+  rc = exec(ctx, cv->bwd_w, 4, a, "conv backward weights");
   if (rc) return rc;
   dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, cv->m_gwtmp}, {DNNL_ARG_TO, cv->m_gw}};
   rc = exec(ctx, cv->ro_gw, 2, r, "diff weights reorder");

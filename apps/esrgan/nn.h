@@ -25,6 +25,8 @@ typedef struct {
   dnnl_stream_t strm;
   int winograd;       /* 1: ask for Winograd on stride-1 3x3 convs */
   int bf16;           /* 1: convs compute in bf16 (set before building nets) */
+  void *scratch[4];   /* owned: bf16-mode conv inputs/outputs, shared by all */
+  size_t scratch_bytes[4];
   int verbose;        /* 1: print every conv's implementation names */
   int allow_ref;      /* 1: accept ref:any kernels without complaint */
   int ref_count;      /* convs that fell back to a ref:any kernel */
@@ -70,6 +72,11 @@ typedef struct {
   dnnl_memory_t m_w, m_b, m_wfwd, m_wbwd, m_gw, m_gwtmp, m_gbtmp;
   float *wfwd, *wbwd, *gwtmp, *gbtmp; /* owned (NULL when not needed) */
   char impl[3][48]; /* fwd, bwd data, bwd weights */
+  /* bf16 mode: f32 nChw16c <-> bf16/f32 nhwc reorders around the primitives,
+   * through views of the context's scratch (src, dst, diff dst, diff src) */
+  int bf16;
+  dnnl_primitive_t ro_x, ro_y, ro_dy, ro_dx;
+  dnnl_memory_t m_xb, m_yf, m_dyb, m_dxf;
 } nn_conv;
 
 int nn_conv_init(nn_ctx *ctx, nn_conv *cv, int n, int ic, int oc, int h, int w,
