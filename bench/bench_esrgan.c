@@ -44,6 +44,7 @@ typedef struct {
 /* Medians (s) of one side of one config; NAN when it did not run. */
 typedef struct {
   double warmup_s, gan_s, rss_mb;
+  double warmup_min_s, gan_min_s; /* fastest step: least disturbed by load */
   double loss_first, loss_last; /* G loss of the first and last GAN step */
 } bench_result;
 
@@ -58,6 +59,7 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* sorts v */
 static double median(double *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -72,7 +74,7 @@ static void fill_uniform(float *p, size_t n, uint64_t *rng) {
 /* Times `warm` untimed + `steps` timed steps of one kind; 0 or -1. */
 static int time_steps(esr_trainer *t, const float *lr, const float *hr,
                       int warmup, const bench_opts *o, double *median_s,
-                      double *loss_first, double *loss_last) {
+                      double *min_s, double *loss_first, double *loss_last) {
   const esr_hparams *hp = &t->hp;
   size_t nlr = (size_t)3 * (hp->hr / 4) * (hp->hr / 4), nhr = (size_t)3 * hp->hr * hp->hr;
   double dt[MAX_STEPS];
@@ -106,6 +108,7 @@ static int time_steps(esr_trainer *t, const float *lr, const float *hr,
     if (loss_last) *loss_last = t->loss_g;
   }
   *median_s = median(dt, o->steps);
+  *min_s = dt[0];
   return 0;
 }
 
@@ -135,9 +138,10 @@ static int ours_run(const bench_config *c, const bench_opts *o, bench_result *r)
     uint64_t rng = 99;
     fill_uniform(lr, nlr, &rng);
     fill_uniform(hr, nhr, &rng);
-    rc = time_steps(&t, lr, hr, 1, o, &r->warmup_s, NULL, NULL);
+    rc = time_steps(&t, lr, hr, 1, o, &r->warmup_s, &r->warmup_min_s, NULL, NULL);
     if (!rc)
-      rc = time_steps(&t, lr, hr, 0, o, &r->gan_s, &r->loss_first, &r->loss_last);
+      rc = time_steps(&t, lr, hr, 0, o, &r->gan_s, &r->gan_min_s, &r->loss_first,
+                      &r->loss_last);
   }
   free(lr), free(hr);
   esr_trainer_free(&t);
@@ -196,7 +200,8 @@ static int ours_child(void *p, int fd) {
   child_arg *a = p;
   bench_result r;
   if (ours_run(a->c, a->o, &r)) return -1;
-  dprintf(fd, "%.6f %.6f %.9g %.9g\n", r.warmup_s, r.gan_s, r.loss_first, r.loss_last);
+  dprintf(fd, "%.6f %.6f %.9g %.9g %.6f %.6f\n", r.warmup_s, r.gan_s, r.loss_first,
+          r.loss_last, r.warmup_min_s, r.gan_min_s);
   return 0;
 }
 
@@ -278,18 +283,20 @@ int main(int argc, char **argv) {
          "winograd %s, OMP_NUM_THREADS=%s\n",
          o.steps, o.warm, o.bf16 ? "bf16" : "fp32", o.winograd ? "on" : "off",
          getenv("OMP_NUM_THREADS"));
-  printf("%-8s %-6s %11s %7s %13s %7s %6s %9s %10s\n", "config", "step", "ours s/step",
-         "img/s", "torch s/step", "img/s", "ratio", "ours RSS", "torch RSS");
+  printf("%-8s %-6s %11s %7s %13s %7s %6s %9s %10s %9s %9s %9s\n", "config", "step",
+         "ours s/step", "img/s", "torch s/step", "img/s", "ratio", "ours RSS", "torch RSS",
+         "ours min", "torch min", "min ratio");
   int failed = 0;
   for (size_t k = 0; k < sizeof CONFIGS / sizeof CONFIGS[0]; k++) {
     const bench_config *c = &CONFIGS[k];
     if (strcmp(o.which, "all") && strcmp(o.which, k == 0 ? "big" : "small")) continue;
     child_arg a = {c, &o};
     char buf[4096];
-    bench_result ours = {NAN, NAN, NAN, NAN, NAN}, torch = {NAN, NAN, NAN, NAN, NAN};
+    bench_result ours = {NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    bench_result torch = {NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     if (run_child(ours_child, &a, buf, sizeof buf, &ours.rss_mb) ||
-        sscanf(buf, "%lf %lf %lf %lf", &ours.warmup_s, &ours.gan_s, &ours.loss_first,
-               &ours.loss_last) != 4) {
+        sscanf(buf, "%lf %lf %lf %lf %lf %lf", &ours.warmup_s, &ours.gan_s, &ours.loss_first,
+               &ours.loss_last, &ours.warmup_min_s, &ours.gan_min_s) != 6) {
       fprintf(stderr, "bench_esrgan: our %s run failed\n", c->name);
       failed = 1;
       continue;
@@ -306,18 +313,24 @@ int main(int argc, char **argv) {
         failed = 1;
       } else {
         torch.rss_mb = rss;
+        const char *m;
+        if ((m = strstr(buf, "warmup_min_s "))) sscanf(m, "warmup_min_s %lf", &torch.warmup_min_s);
+        if ((m = strstr(buf, "gan_min_s "))) sscanf(m, "gan_min_s %lf", &torch.gan_min_s);
       }
     }
     double ow[2] = {ours.warmup_s, ours.gan_s}, tw[2] = {torch.warmup_s, torch.gan_s};
+    double om[2] = {ours.warmup_min_s, ours.gan_min_s};
+    double tm[2] = {torch.warmup_min_s, torch.gan_min_s};
     for (int s = 0; s < 2; s++)
-      printf("%-8s %-6s %11.3f %7.2f %13.3f %7.2f %5.2fx %6.0f MB %7.0f MB\n", c->name,
-             s ? "gan" : "warmup", ow[s], c->batch / ow[s], tw[s], c->batch / tw[s],
-             tw[s] / ow[s], ours.rss_mb, torch.rss_mb);
-    printf("%-8s G loss over the timed GAN steps: %.6g -> %.6g\n", c->name,
-           ours.loss_first, ours.loss_last);
+      printf("%-8s %-6s %11.3f %7.2f %13.3f %7.2f %5.2fx %6.0f MB %7.0f MB %9.3f %9.3f "
+             "%8.2fx\n", c->name, s ? "gan" : "warmup", ow[s], c->batch / ow[s], tw[s],
+             c->batch / tw[s], tw[s] / ow[s], ours.rss_mb, torch.rss_mb, om[s], tm[s],
+             tm[s] / om[s]);
+    printf("%-8s G loss over all GAN steps (warm-up ones included): %.6g -> %.6g\n",
+           c->name, ours.loss_first, ours.loss_last);
     fflush(stdout);
   }
-  printf("ratio = torch s/step / ours s/step (higher is better for us); RSS = peak "
-         "of that side's process for the config\n");
+  printf("ratio = torch s/step / ours s/step, medians (higher is better for us); min = "
+         "fastest step; RSS = peak of that side's process for the config\n");
   return failed;
 }

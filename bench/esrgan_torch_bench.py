@@ -8,7 +8,8 @@ memory, 2 threads) for one config: median seconds of the warm-up step
 loss with VGG weight gradients, as the original computes them).
 Usage: /usr/bin/python3 esrgan_torch_bench.py --hr 128 --batch 4 --F 64 --B 23
        [--steps 5] [--warm 2] [--result-fd FD]
-Prints "warmup_s X", "gan_s Y" and "rss_mb Z" (its own peak RSS) to FD
+Prints "warmup_s X", "gan_s Y" (medians), "warmup_min_s", "gan_min_s"
+(fastest steps) and "rss_mb Z" (its own peak RSS) to FD
 (default stdout).
 """
 import argparse
@@ -85,6 +86,7 @@ def main():
             if i >= a.warm:
                 times.append(time.perf_counter() - t0)
         print('%s %.6f' % (name, statistics.median(times)), file=out, flush=True)
+        print('%s %.6f' % (name.replace('_s', '_min_s'), min(times)), file=out, flush=True)
     print('rss_mb %.1f' % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0),
           file=out, flush=True)
 
