@@ -52,19 +52,24 @@ typedef struct {
   long sample_iv, ckpt_iv; /* the trainer's intervals; 0: never */
   double margin;         /* policy margin of Test 1 */
   double interval_s;     /* between decisions */
+  /* <1: a miniature also shrinks the catalog's boot delays and billing
+   * minimums by this factor, so that a job of a minute or two still
+   * faces the setup and billing it would at full size (EXP/catalog.yaml) */
+  double time_scale;
   const char *why;
 } exp_scale;
 
 static const exp_scale exp_scales[] = {
-    {"tiny", 32, 16, 1, 6, 240, 6, 3, 0, 0, 0, 0.10, 2,
-     "a smoke test (3-4 minutes): 240 images of 32x32, 40 PIs per epoch"},
-    {"default", 48, 16, 1, 12, 1000, 20, 3, 0, 0, 0, 0.10, 4,
+    {"tiny", 32, 16, 1, 6, 240, 6, 3, 0, 0, 0, 0.10, 2, 0.2,
+     "a smoke test (2-4 minutes): 240 images of 32x32, 40 PIs per epoch; boot delays and "
+     "billing minimums of the catalog x 0.2"},
+    {"default", 48, 16, 1, 12, 1000, 20, 3, 0, 0, 0, 0.10, 4, 1,
      "sized for about 10 minutes on a shared 2-core host: the seed's 1000 images "
      "trained at hr 48 (a GAN step of the seed's model costs ~100x more, see --full), "
      "the smallest generator (F 16, B 1), no VGG19 content loss (it would double a GAN "
      "step), global batch 12 = 4 images per rank on 3 nodes (balanced ranks), 3 epochs "
      "so that the switch is paid back and each test times whole epochs"},
-    {"full", 128, 64, 23, 4, 1000, 500, 200, 1, 100, 5000, 0.05, 30,
+    {"full", 128, 64, 23, 4, 1000, 500, 200, 1, 100, 5000, 0.05, 30, 1,
      "the seed's settings: 1000 images of 128x128, F 64, B 23, batch 4, "
      "warm-up 500, 200 epochs, VGG19 content loss"},
 };
@@ -457,6 +462,35 @@ static int exp_write_config_file(const exp_ctx *x, const char *path, int test, c
   if (!m) return PM_ENOMEM;
   int rc = exp_write_config(x, m, test, ideal, job_out);
   if (fclose(m) && !rc) rc = PM_EIO;
+  if (!rc) rc = util_write_file_atomic(path, text, len);
+  free(text);
+  return rc;
+}
+
+/* The catalog of a miniature: every type as in cat, with boot delays and
+ * billing minimums times s.time_scale.  Written into the experiment
+ * directory so that both tests' configs name it. */
+static int exp_write_scaled_catalog(const exp_ctx *x, const catalog *cat, const char *path) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return PM_ENOMEM;
+  fprintf(f, "# %s with boot delays and billing minimums x %g, written by\n"
+             "# `paramount experiment seed --scale %s` (docs/experiment.md).\ntypes:\n",
+          cat->path, x->s.time_scale, x->s.name);
+  for (size_t i = 0; i < cat->ntypes; i++) {
+    const catalog_type *t = &cat->types[i];
+    fprintf(f,
+            "  - name: %s\n    price_usd_per_hour: %.17g\n    vcpus: %u\n    memory_gib: %.17g\n"
+            "    billing_granularity_s: %.17g\n    billing_minimum_s: %.17g\n"
+            "    local:\n      cpu_fraction: %.17g\n      memory_limit_mib: %.17g\n"
+            "      boot_delay_s: %.17g\n",
+            t->name, t->price_usd_per_hour, t->vcpus, t->memory_gib, t->billing_granularity_s,
+            t->billing_minimum_s * x->s.time_scale, t->cpu_fraction, t->memory_limit_mib,
+            t->boot_delay_s * x->s.time_scale);
+  }
+  int rc = ferror(f) ? PM_EIO : 0;
+  if (fclose(f) && !rc) rc = PM_EIO;
   if (!rc) rc = util_write_file_atomic(path, text, len);
   free(text);
   return rc;
@@ -1197,6 +1231,20 @@ int cmd_experiment(int argc, char **argv) {
 
   printf("experiment: %s\n", x.dir);
   fflush(stdout);
+  if (x.s.time_scale != 1) {
+    char scaled[PATH_MAX + 16];
+    snprintf(scaled, sizeof scaled, "%s/catalog.yaml", x.dir);
+    if (exp_write_scaled_catalog(&x, cat, scaled)) {
+      cli_error(EXP_VERB, "cannot write %s", scaled);
+      goto out_cat;
+    }
+    if (strlen(scaled) >= sizeof x.catalog_path) {
+      cli_error(EXP_VERB, "%s: path too long", scaled);
+      goto out_cat;
+    }
+    memcpy(x.catalog_path, scaled, strlen(scaled) + 1);
+    printf("catalog: %s (boot delays and billing minimums x %g)\n", scaled, x.s.time_scale);
+  }
   if (x.images) {
     snprintf(x.cache, sizeof x.cache, "%s/data/images-hr%d.cache", x.dir, x.s.hr);
     if (exp_link_images(&x, x.images_dir, sizeof x.images_dir)) {
