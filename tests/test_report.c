@@ -171,6 +171,7 @@ static void write_reference(const char *dir) {
  *         1032.5) on live nodes, node_lost at 1033.2 (no node, no
  *         replacement), relaunch from iteration 40 with PIs from 1034.5.
  *  ckpt_every > 0 puts job.checkpoint_every into the node_lost records. */
+__attribute__((unused)) /* the render build uses only write_journal */
 static void write_faults(const char *dir, unsigned ckpt_every, int crash) {
   FILE *f = open_journal(dir, "w");
   char every[48] = "";
