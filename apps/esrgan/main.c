@@ -146,6 +146,9 @@ static void usage(void) {
       "  --print-interval N    print losses every N batches (1)\n"
       "Speed:\n"
       "  --winograd on|off     Winograd kernels for stride-1 convs (on)\n"
+      "  --bf16                convolutions in bf16 (weights, gradients, Adam and\n"
+      "                        the other ops stay fp32; convs without a bf16\n"
+      "                        kernel on this CPU stay fp32)\n"
       "  --verbose-impl        print the oneDNN implementation of every conv\n"
       "  --help                this text\n\n"
       "Under mpirun the ranks train data-parallel; when the controller asks, they\n"
@@ -220,10 +223,10 @@ int main(int argc, char **argv) {
        print_iv = 1;
   uint64_t seed = 1;
   const char *data = NULL, *cache = NULL, *vgg = NULL, *out = ".", *resume = NULL;
-  int strict = 0, vgg_off = 0, wino = 1, verbose = 0;
+  int strict = 0, vgg_off = 0, wino = 1, verbose = 0, bf16 = 0;
   enum { O_HR = 256, O_BATCH, O_F, O_B, O_EPOCHS, O_WARM, O_LADV, O_LPIX, O_LCON, O_LR, O_B1,
          O_B2, O_SEED, O_DECAY, O_CH, O_NCPU, O_VGG, O_NOVGG, O_OUT, O_SIV, O_CIV, O_RES,
-         O_MAXIT, O_PIV, O_WINO, O_VERB, O_DATA, O_SYN, O_CACHE, O_BAD, O_HELP, O_CSEC };
+         O_MAXIT, O_PIV, O_WINO, O_VERB, O_DATA, O_SYN, O_CACHE, O_BAD, O_HELP, O_CSEC, O_BF16 };
   long ckpt_sec = 0;
   static const struct option opts[] = {
       {"hr", 1, 0, O_HR}, {"hr-height", 1, 0, O_HR}, {"batch", 1, 0, O_BATCH},
@@ -237,7 +240,7 @@ int main(int argc, char **argv) {
       {"no-vgg", 1, 0, O_NOVGG}, {"out", 1, 0, O_OUT}, {"sample-interval", 1, 0, O_SIV},
       {"checkpoint-interval", 1, 0, O_CIV}, {"resume", 1, 0, O_RES},
       {"max-iters", 1, 0, O_MAXIT}, {"print-interval", 1, 0, O_PIV},
-      {"winograd", 1, 0, O_WINO}, {"verbose-impl", 0, 0, O_VERB}, {"data", 1, 0, O_DATA},
+      {"winograd", 1, 0, O_WINO}, {"verbose-impl", 0, 0, O_VERB}, {"bf16", 0, 0, O_BF16}, {"data", 1, 0, O_DATA},
       {"synthetic", 1, 0, O_SYN}, {"cache", 1, 0, O_CACHE}, {"bad-image", 1, 0, O_BAD},
       {"checkpoint-seconds", 1, 0, O_CSEC}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
   opterr = 0;
@@ -285,6 +288,7 @@ int main(int argc, char **argv) {
       else die(2, "--winograd: '%s' is not 'on' or 'off'", v);
       break;
     case O_VERB: verbose = 1; break;
+    case O_BF16: bf16 = 1; break;
     case O_DATA: data = v; break;
     case O_SYN: synthetic = opt_long("synthetic", v, 1, 100000000); break;
     case O_CACHE: cache = v; break;
@@ -333,6 +337,7 @@ int main(int argc, char **argv) {
 
   nn_ctx ctx;
   if (nn_ctx_init(&ctx, wino, verbose)) die(1, "%s", nn_errmsg());
+  ctx.bf16 = bf16; /* before any network is built */
   esr_trainer t;
   hp.feature_cache = (size_t)ds.n; /* real VGG features, once per image */
   if (esr_trainer_init(&t, &ctx, &hp, seed)) die(1, "%s", nn_errmsg());
