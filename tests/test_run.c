@@ -42,6 +42,7 @@ TEST(config_full_schema_and_defaults) {
   int rc = parse("provider: local\ncatalog: cat.yaml\nforce: true\nstage: [data.bin]\n" CLUSTER
                  "job:\n  command: [burn, --epochs, '3']\n  resume: [--resume, '{checkpoint}']\n"
                  "  iterations: 300\n  batch: 24\n  scaling: rank-batch\n  stop_timeout_s: 30\n"
+                 "  checkpoint_dir: ckpt\n"
                  "policy:\n  name: clap-bot\n  objective: min-time\n  budget_usd: 0.5\n"
                  "  min_nodes: 2\n  max_nodes: 4\n  margin: 0.1\n  confidence: 0.9\n"
                  "  interval_s: 2\n",
@@ -58,6 +59,7 @@ TEST(config_full_schema_and_defaults) {
   ASSERT_EQ_U64(cfg.iterations, 300);
   ASSERT_NEAR(cfg.batch, 24, 0);
   ASSERT_EQ_INT(cfg.scaling, RUN_SCALING_RANK_BATCH);
+  ASSERT_STREQ(cfg.checkpoint_dir, "dir/ckpt");
   ASSERT_STREQ(cfg.policy_name, "clap-bot");
   ASSERT_STREQ(cfg.objective, "min-time-budget"); /* min-time + budget */
   ASSERT_EQ_INT(cfg.min_nodes, 2);
@@ -65,6 +67,7 @@ TEST(config_full_schema_and_defaults) {
   ASSERT_NEAR(cfg.interval_s, 2, 0);
   rc = parse(CLUSTER "job: {command: [x]}\n", err, sizeof err);
   ASSERT_EQ_INT(rc, 0);
+  ASSERT_STREQ(cfg.checkpoint_dir, ""); /* the run directory */
   ASSERT_STREQ(cfg.policy_name, "paramount");
   ASSERT_STREQ(cfg.objective, "min-cost");
   ASSERT_NEAR(cfg.margin, 0.05, 0);

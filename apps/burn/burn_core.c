@@ -156,7 +156,8 @@ static int burn_phases_parse(const char *spec, burn_config *cfg, char *why,
                item, BURN_PHASE_NAME_MAX);
       return PM_EINVAL;
     }
-    snprintf(ph->name, sizeof ph->name, "%s", item);
+    /* burn_phase_name_ok bounded the length: this copy is whole. */
+    snprintf(ph->name, sizeof ph->name, "%.*s", (int)(sizeof ph->name - 1), item);
     ph->work_percent =
         strcmp(item, "warmup") == 0 ? BURN_WARMUP_PERCENT : 100u;
     ph->iters = 0;

@@ -441,6 +441,11 @@ static int exp_write_config(const exp_ctx *x, FILE *f, int test, const char *ide
           "  scaling: global-batch\n"
           "  stop_timeout_s: %d\n",
           x->s.batch, x->s.hr >= 128 ? 1800 : 180);
+  if (job_out) { /* the trainer's --out: where its checkpoints are */
+    fprintf(f, "  checkpoint_dir: ");
+    exp_yaml_str(f, job_out);
+    fprintf(f, "\n");
+  }
   if (!ideal)
     fprintf(f,
             "policy:\n  name: paramount\n  objective: min-cost\n"

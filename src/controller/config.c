@@ -217,10 +217,13 @@ static int config_job(config_ctx *c, yaml_node_t *m, run_config *cfg) {
       rc = config_num(c, v, "job.stop_timeout_s", 1, 86400, &cfg->stop_timeout_s);
     } else if (!strcmp(key, "checkpoint_every")) {
       rc = config_uint(c, v, "job.checkpoint_every", 1, 1ULL << 50, &cfg->checkpoint_every);
+    } else if (!strcmp(key, "checkpoint_dir")) {
+      rc = config_path(c, v, "job.checkpoint_dir", cfg->checkpoint_dir,
+                       sizeof cfg->checkpoint_dir);
     } else {
       rc = config_fail(c, k,
                        "field 'job.%s': unknown field (known: command, resume, iterations, "
-                       "batch, scaling, stop_timeout_s, checkpoint_every)",
+                       "batch, scaling, stop_timeout_s, checkpoint_every, checkpoint_dir)",
                        key);
     }
     if (rc) return rc;

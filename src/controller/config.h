@@ -58,6 +58,10 @@ typedef struct {
    * (burn: --checkpoint-every K, in command); 0: unknown.  A lost node
    * costs at most this many iterations; run warns when more were lost. */
   unsigned long long checkpoint_every;
+  /* Where the job writes its checkpoints (resolved against the file's
+   * directory); "" = the run directory.  A checkpoint a rank reports
+   * outside it is refused and never resumed from. */
+  char checkpoint_dir[PATH_MAX];
 
   /* policy: */
   int has_policy;

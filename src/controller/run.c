@@ -361,9 +361,16 @@ static int run_mpirun_argv(run_ctx *c, const run_launch *L, const char *ckpt, ch
   return rc;
 }
 
+/* The directory a reported checkpoint must lie in (docs/security.md):
+ * job.checkpoint_dir, else the run directory. */
+static const char *run_checkpoint_root(const run_config *cfg, const char *run_dir) {
+  return cfg->checkpoint_dir[0] ? cfg->checkpoint_dir : run_dir;
+}
+
 static int run_launch_start(run_ctx *c, run_launch *L, const char *ckpt) {
   char err[512] = "";
-  intake_opts io = {.token = c->token, .journal = c->j, .err = err, .err_cap = sizeof err};
+  intake_opts io = {.token = c->token, .journal = c->j, .err = err, .err_cap = sizeof err,
+                    .checkpoint_root = run_checkpoint_root(c->cfg, c->run_dir)};
   int rc = intake_open(&io, &L->in);
   if (rc) {
     run_say(c, LOG_ERR, "run: intake: %s", err[0] ? err : pm_strerror(rc));
@@ -1700,6 +1707,15 @@ int run_execute(const run_opts *o, run_result *res) {
      * unknown.  Terminate them (journaled) before anything new starts. */
     if (provider_local_down(c->run_dir, run_count_down, &nterm, err, sizeof err))
       log_warn("run: resume: terminating leftover nodes: %s", err);
+    /* The journal is ours, but a path in it will be handed to the job:
+     * hold it to the same root the intake held it to. */
+    char why[PATH_MAX + 128];
+    if (past.have_ck && intake_checkpoint_path_check(past.ck.path,
+                                                     run_checkpoint_root(cfg, c->run_dir),
+                                                     why, sizeof why)) {
+      log_warn("run: resume: the journal's last checkpoint is not used: %s", why);
+      past.have_ck = 0;
+    }
     c->have_ck = past.have_ck;
     c->ck = past.ck;
     c->done_floor = past.have_ck ? past.ck.iter + 1 : 0;
