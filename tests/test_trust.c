@@ -294,6 +294,51 @@ TEST(the_run_token_reaches_the_rank_and_no_file_or_output) {
   free(out);
 }
 
+/* `paramount run` on one local node: the token goes to the rank through
+ * mpirun and node-exec, and must still appear in no file of the run
+ * (journal, node records, job logs, reports) and in no output. */
+TEST(run_keeps_the_token_out_of_every_file_and_output) {
+  if (geteuid() != 0) {
+    printf("SKIP: local nodes need root\n");
+    return;
+  }
+  char dir[PATH_MAX], p[PATH_MAX + 32];
+  make_dir(dir, sizeof dir);
+  snprintf(p, sizeof p, "%s/cat.yaml", dir);
+  FILE *f = fopen(p, "w");
+  ASSERT(f != NULL);
+  fputs("types:\n  - name: tiny\n    price_usd_per_hour: 0.01\n    vcpus: 1\n"
+        "    memory_gib: 1\n    billing_granularity_s: 1\n"
+        "    local: {cpu_fraction: 0.2, memory_limit_mib: 256, boot_delay_s: 0}\n",
+        f);
+  ASSERT_EQ_INT(fclose(f), 0);
+  snprintf(p, sizeof p, "%s/run.yaml", dir);
+  f = fopen(p, "w");
+  ASSERT(f != NULL);
+  fprintf(f,
+          "provider: local\ncatalog: cat.yaml\nforce: true\n"
+          "cluster:\n  - {type: tiny, count: 1}\n"
+          "job:\n  command: [%s, '20', '0']\n  iterations: 20\n"
+          "policy:\n  name: static\n  interval_s: 1\n",
+          FAKE_APP);
+  ASSERT_EQ_INT(fclose(f), 0);
+  char *argv[] = {PARAMOUNT, "run", "run.yaml", "--out", "r", "--no-status", NULL};
+  char *out;
+  int rc = run_capture(argv, dir, &out);
+  if (rc != 0) TEST_FAIL_("run exited %d: %s", rc, out);
+  snprintf(p, sizeof p, "%s/r/token.seen", dir);
+  char *tok = slurp(p);
+  ASSERT_EQ_INT(strlen(tok), 32); /* the rank did get it */
+  ASSERT(strstr(out, tok) == NULL);
+  leak_token = tok;
+  snprintf(p, sizeof p, "%s/r", dir);
+  if (nftw(p, leak_check, 16, FTW_PHYS) != 0) TEST_FAIL_("the token is in %s", leak_where);
+  snprintf(p, sizeof p, "%s/r/report.html", dir);
+  ASSERT(access(p, R_OK) == 0); /* the walk did cover the report */
+  free(tok);
+  free(out);
+}
+
 /* ---- shell strings ---------------------------------------------------------- */
 
 static int shell_uses;
