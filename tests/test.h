@@ -99,8 +99,11 @@ extern int test_ncases_;
   } while (0)
 
 /* Seconds a single case may run before it is killed and counted failed;
- * override with TEST_TIMEOUT_S in the environment. */
+ * a test file may define its own before including this header, and
+ * TEST_TIMEOUT_S in the environment overrides both. */
+#ifndef TEST_DEFAULT_TIMEOUT_S
 #define TEST_DEFAULT_TIMEOUT_S 120
+#endif
 
 #define TEST_MAIN()                                                            \
   test_case test_cases_[TEST_MAX_CASES];                                       \
