@@ -678,4 +678,70 @@ TEST(every_event_type_is_kept_and_journaled) {
   fixture_close(&f);
 }
 
+/* A rank that declares its whole plan before the first PI: each PI falls
+ * in the phase that starts latest at or before its iteration, not in the
+ * phase declared last.  A rank that declares phases without end is cut
+ * off at the cap, and only that rank. */
+TEST(phases_declared_up_front_and_capped) {
+  fixture f;
+  fixture_open(&f, 0);
+  pid_t pid[2];
+  for (int k = 0; k < 2; k++) {
+    pid[k] = fork();
+    if (pid[k]) continue;
+    int fd = cl_join(f.port, (uint32_t)k);
+    wire_msg m;
+    if (k == 0) {
+      static const struct { const char *name; uint64_t first, n; } plan[] = {
+          {"warmup", 0, 3}, {"gan", 3, 5}, {"tail", 8, 2}};
+      for (int i = 0; i < 3; i++) {
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PHASE;
+        snprintf(m.u.phase.name, sizeof m.u.phase.name, "%s", plan[i].name);
+        m.u.phase.first_iter = plan[i].first;
+        m.u.phase.planned_iters = plan[i].n;
+        cl_send(fd, &m);
+      }
+      for (uint64_t it = 0; it < 10; it++) {
+        iter_msg(&m, 0, it);
+        cl_send(fd, &m);
+      }
+      memset(&m, 0, sizeof m);
+      m.type = WIRE_FINALIZE;
+      cl_send(fd, &m);
+    } else {
+      for (int i = 0; i < 1100; i++) {
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PHASE;
+        snprintf(m.u.phase.name, sizeof m.u.phase.name, "p%d", i);
+        cl_send(fd, &m);
+      }
+      char b;
+      while (read(fd, &b, 1) > 0) { /* until the intake hangs up */
+      }
+    }
+    close(fd);
+    _exit(0);
+  }
+  pump_until(&f, pred_finalized, 1, 5000);
+  pump_until(&f, pred_proto_errors, 1, 5000);
+  pump_until(&f, pred_no_conns, 0, 5000);
+  wait_children(pid, 2);
+  const intake_rank *r = intake_rank_find(f.in, 0);
+  ASSERT(r != NULL);
+  ASSERT_EQ_U64(r->n_pis, 10);
+  static const int want[10] = {0, 0, 0, 1, 1, 1, 1, 1, 2, 2};
+  for (int i = 0; i < 10; i++) {
+    if (r->pis[i].phase != want[i])
+      TEST_FAIL_("PI %d in phase %d, want %d", i, r->pis[i].phase, want[i]);
+  }
+  const intake_rank *x = intake_rank_find(f.in, 1);
+  ASSERT(x != NULL);
+  ASSERT_EQ_U64(x->n_phases, 1024);
+  char *j = fixture_journal(&f);
+  ASSERT_CONTAINS(j, "more than 1024 phases declared");
+  free(j);
+  fixture_close(&f);
+}
+
 TEST_MAIN()

@@ -228,12 +228,19 @@ int main(int argc, char **argv) {
                      ", %" PRIu64 " madds/sample)\n",
            nranks, total - start, start, ipe, cfg.batch, cfg.work_madds);
 
+  /* The whole plan up front, so that the controller knows the work left
+   * in every phase from the first PI; on resume each phase is reported
+   * from where this run enters it. */
+  for (int k = 0; k < cfg.nphases; k++) {
+    const burn_phase *ph = &cfg.phases[k];
+    uint64_t from = ph->first_iter > start ? ph->first_iter : start;
+    uint64_t end = ph == last_phase ? total : ph->first_iter + ph->iters;
+    if (end > from) pm_phase(ph->name, from, end - from);
+  }
   for (uint64_t i = start; i < total && !status; i++) {
     const burn_phase *ph = burn_phase_of(&cfg, i);
     if (ph != cur_phase) {
-      /* On resume the phase is reported from where this run enters it. */
       uint64_t end = ph == last_phase ? total : ph->first_iter + ph->iters;
-      pm_phase(ph->name, i, end - i);
       if (rank == 0 && !cfg.quiet)
         printf(BURN_PROG ": phase %s from iteration %" PRIu64 " (%" PRIu64
                          " iterations, %u%% work)\n",

@@ -133,7 +133,8 @@ static void usage(void) {
       "  --no-vgg random|off   without --vgg: use untrained random features (default,\n"
       "                        with a warning) or disable the content loss\n"
       "Output:\n"
-      "  --out DIR             images/training/<batch>.png and saved_models/ (.)\n"
+      "  --out DIR             images/training/<batch>.png and saved_models/ (.;\n"
+      "                        $PARAMOUNT_RUN_DIR under paramount run)\n"
       "  --sample-interval N   sample grid every N batches after warm-up (100)\n"
       "  --checkpoint-interval N  checkpoint every N batches after warm-up (5000;\n"
       "                        0 = never)\n"
@@ -222,7 +223,7 @@ int main(int argc, char **argv) {
   long epochs = 200, sample_iv = 100, ckpt_iv = 5000, synthetic = 1000, max_iters = 0,
        print_iv = 1;
   uint64_t seed = 1;
-  const char *data = NULL, *cache = NULL, *vgg = NULL, *out = ".", *resume = NULL;
+  const char *data = NULL, *cache = NULL, *vgg = NULL, *out = NULL, *resume = NULL;
   int strict = 0, vgg_off = 0, wino = 1, verbose = 0, bf16 = 0;
   enum { O_HR = 256, O_BATCH, O_F, O_B, O_EPOCHS, O_WARM, O_LADV, O_LPIX, O_LCON, O_LR, O_B1,
          O_B2, O_SEED, O_DECAY, O_CH, O_NCPU, O_VGG, O_NOVGG, O_OUT, O_SIV, O_CIV, O_RES,
@@ -307,6 +308,13 @@ int main(int argc, char **argv) {
     }
   }
   if (optind < argc) die(2, "unexpected argument '%s' (see --help)", argv[optind]);
+  if (!out) {
+    /* Under `paramount run` the ranks' cwd is mpirun's, outside the run
+     * directory, where the controller refuses checkpoints; the run
+     * directory also outlives the loss of any node (as burn does). */
+    const char *run_dir = getenv("PARAMOUNT_RUN_DIR");
+    out = run_dir && *run_dir ? run_dir : ".";
+  }
   if (!vgg && vgg_off) hp.content = 0;
   if (!vgg && !vgg_off)
     fprintf(stderr, PROG ": warning: no --vgg weights: the content loss uses UNTRAINED random "
@@ -394,10 +402,16 @@ int main(int argc, char **argv) {
   if (max_iters && it + (uint64_t)max_iters < stop) stop = it + (uint64_t)max_iters;
   uint64_t samples_done = meta.samples_done ? meta.samples_done : it * (uint64_t)gbatch;
   int64_t order_epoch = -1;
-  if (it < (uint64_t)hp.warmup_batches)
+  /* The whole plan up front: the controller then knows the GAN phase's
+   * work from the first warm-up PI (a PI belongs to the phase that starts
+   * latest at or before its iteration). */
+  if (it < (uint64_t)hp.warmup_batches) {
     pm_phase("warmup", it, (uint64_t)hp.warmup_batches - it);
-  else
+    if (total > (uint64_t)hp.warmup_batches)
+      pm_phase("gan", (uint64_t)hp.warmup_batches, total - (uint64_t)hp.warmup_batches);
+  } else {
     pm_phase("gan", it, total - it);
+  }
   /* per-iteration wall and communication seconds, for the medians */
   size_t nrun = (size_t)(stop > it ? stop - it : 0);
   double *walls = malloc(sizeof(double) * (nrun + 1)), *comms = malloc(sizeof(double) * (nrun + 1));
@@ -415,8 +429,6 @@ int main(int argc, char **argv) {
       order_epoch = (int64_t)epoch;
     }
     int warm = it < (uint64_t)hp.warmup_batches;
-    if (!warm && it == (uint64_t)hp.warmup_batches && it != meta.next_iter)
-      pm_phase("gan", it, total - it);
     pm_iter_begin(it);
     double t0 = now_s();
     g_dp.comm_s = 0;

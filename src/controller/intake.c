@@ -29,6 +29,7 @@
 #define INTAKE_RX_CAP (256 * 1024)
 #define INTAKE_TX_CAP 256 /* WELCOME + a few STOPs; a peer not reading is cut */
 #define INTAKE_EVENTS_MAX 256
+#define INTAKE_PHASES_MAX 1024 /* declared per rank (each PI looks them up) */
 
 enum { CONN_HELLO = 0, CONN_ACTIVE = 1 };
 
@@ -452,6 +453,20 @@ static void journal_simple(intake *in, const char *ev, uint32_t rank,
   jrec_put(in, o);
 }
 
+/* The phase a PI belongs to: of the phases the rank declared, the one
+ * that starts latest at or before the iteration (the later declaration on
+ * a tie); -1 before any.  So a rank may declare every phase of its plan
+ * up front (pm_phase with a first_iter still ahead) and its PIs still fall
+ * in the phase they run in; declaring on entry works the same. */
+static int32_t intake_phase_of(const intake_rank *r, uint64_t iter) {
+  int32_t best = -1;
+  for (size_t i = 0; i < r->n_phases; i++)
+    if (r->phases[i].first_iter <= iter &&
+        (best < 0 || r->phases[i].first_iter >= r->phases[best].first_iter))
+      best = (int32_t)i;
+  return best;
+}
+
 /* Handles one decoded frame of an authenticated connection; -1 when c was
  * closed. */
 static int handle_frame(intake *in, conn *c, const wire_msg *m) {
@@ -471,7 +486,7 @@ static int handle_frame(intake *in, conn *c, const wire_msg *m) {
     p->compute_ns = m->u.iter.compute_ns;
     p->comm_ns = m->u.iter.comm_ns;
     p->samples = m->u.iter.samples;
-    p->phase = (int32_t)r->n_phases - 1;
+    p->phase = intake_phase_of(r, p->iter);
     pi_record_journal(in, r->rank, m);
     return 0;
   }
@@ -498,6 +513,10 @@ static int handle_frame(intake *in, conn *c, const wire_msg *m) {
     jrec_put(in, o);
     return 0;
   case WIRE_PHASE: {
+    if (r->n_phases == INTAKE_PHASES_MAX) {
+      conn_proto_error(in, c, "more than 1024 phases declared");
+      return -1;
+    }
     if (grow((void **)&r->phases, &r->cap_phases, r->n_phases, sizeof *r->phases)) {
       conn_proto_error(in, c, "out of memory for the phases");
       return -1;

@@ -85,6 +85,89 @@ static void set_change(policy_decision_t *d, const policy_input_t *in,
   d->add_count = nodes - kept;
 }
 
+/* The fastest and slowest s/sample of `type` in `phase` over the last k
+ * PIs of each of its series in launch l (a series' first PI is left out:
+ * it carries the launch's own start).  0 when a series has fewer PIs, or
+ * when one still falls PI after PI (a warm-up not over: its fastest PI
+ * is no bound on its steady speed); else 1. */
+static int recent_extremes(const policy_input_t *in, const char *type,
+                           const char *phase, int l, size_t k, double *lo,
+                           double *hi) {
+  int found = 0;
+  double mn = INFINITY, mx = 0;
+  for (size_t i = 0; i < in->n_series; i++) {
+    const policy_series_t *s = &in->series[i];
+    if (s->launch != l || !policy_name_eq(s->type, type) ||
+        !policy_name_eq(s->phase, phase))
+      continue;
+    if (s->n_pis < k + 1) return 0;
+    policy_view_t v = {NULL, s->pis, s->batch_per_rank, VIEW_S_PER_SAMPLE};
+    int falling = k >= 3;
+    for (size_t j = s->n_pis - k; j < s->n_pis; j++) {
+      double x = view_at(&v, j);
+      if (x < mn) mn = x;
+      if (x > mx) mx = x;
+      if (j > s->n_pis - k && !(x < view_at(&v, j - 1))) falling = 0;
+    }
+    if (falling) return 0;
+    found = 1;
+  }
+  if (!found || !(mn > 0)) return 0;
+  *lo = mn;
+  *hi = mx;
+  return 1;
+}
+
+/* The early rule (cfg->early_pis): before the estimates settle, 1 when
+ * moving to c pays even with every current type at the fastest and c's
+ * type at the slowest of their last early_pis PIs in the current launch,
+ * by early_margin_rel of staying (or the flap-adjusted margin, when
+ * larger), and c at that slow end still beats every other measured type
+ * at its fast end.  Types measured side by side in one launch share whatever
+ * outside load there was, and extremes need no settled interval: a gross
+ * difference is acted on within a few PIs, a close one waits for the
+ * confidence intervals.  Sets d->gain_early when it could be judged. */
+static int early_switch(const policy_input_t *in, const policy_cfg_t *cfg,
+                        int p0, const policy_prediction_t *c,
+                        policy_decision_t *d) {
+  if (cfg->early_pis <= 0 || !c->measured || !c->type[0]) return 0;
+  int l = latest_launch(in);
+  const char *phase = in->phases[p0].name;
+  size_t k = (size_t)cfg->early_pis;
+  policy_estimates_t e = d->estimates; /* ~33 KiB, like d itself */
+  for (size_t i = 0; i <= in->n_nodes; i++) {
+    const char *type = i < in->n_nodes ? in->nodes[i].type : c->type;
+    double lo, hi;
+    if (!recent_extremes(in, type, phase, l, k, &lo, &hi)) return 0;
+    size_t j = 0;
+    while (j < e.n && !(policy_name_eq(e.est[j].type, type) &&
+                        policy_name_eq(e.est[j].phase, phase)))
+      j++;
+    if (j == e.n) return 0;
+    e.est[j].s_per_sample_lo = lo;
+    e.est[j].s_per_sample_hi = hi;
+  }
+  policy_prediction_t st, tg;
+  if (policy_predict(in, cfg, &e, NULL, 0, &st) ||
+      policy_predict(in, cfg, &e, c->type, c->nodes, &tg))
+    return 0;
+  if (!tg.feasible && st.feasible) return 0;
+  /* The pick must be as sure as the gain: the target at its slow end
+   * still beats every other measured type at its fast end. */
+  for (size_t i = 0; i < d->n_per_type; i++) {
+    const policy_prediction_t *q = &d->per_type[i];
+    policy_prediction_t qf;
+    if (!q->measured || policy_name_eq(q->type, c->type)) continue;
+    if (policy_predict(in, cfg, &e, q->type, q->nodes, &qf)) return 0;
+    if (qf.feasible && !(objective(cfg, &tg, 2) < objective(cfg, &qf, 1))) return 0;
+  }
+  double base = objective(cfg, &st, 1);
+  d->gain_early = base - objective(cfg, &tg, 2);
+  double need = cfg->early_margin_rel > d->margin_rel ? cfg->early_margin_rel
+                                                      : d->margin_rel;
+  return d->gain_early > 0 && d->gain_early >= need * base;
+}
+
 static void decide_paramount(const policy_input_t *in, const policy_cfg_t *cfg,
                              int p0, policy_decision_t *d) {
   int lo = cfg->min_nodes > 0 ? cfg->min_nodes : (int)in->n_nodes;
@@ -166,14 +249,18 @@ static void decide_paramount(const policy_input_t *in, const policy_cfg_t *cfg,
     d->reason = "dwell time after the last change";
     return;
   }
-  if (!current_set_steady(in, &d->estimates, p0)) {
+  int set_steady = current_set_steady(in, &d->estimates, p0);
+  if (!set_steady || !d->stay.settled || !c->settled) {
+    if (early_switch(in, cfg, p0, c, d)) {
+      d->early = 1;
+      d->action = POLICY_SWITCH;
+      d->reason = "gain holds at the extremes of the last PIs (early rule)";
+      set_change(d, in, c->type, c->nodes);
+      return;
+    }
     d->action = POLICY_WAIT;
-    d->reason = "current cluster not yet settled since the last change";
-    return;
-  }
-  if (!d->stay.settled || !c->settled) {
-    d->action = POLICY_WAIT;
-    d->reason = "estimates not settled";
+    d->reason = !set_steady ? "current cluster not yet settled since the last change"
+                            : "estimates not settled";
     return;
   }
   if (!d->forced && !(d->gain_pessimistic > 0)) {
@@ -272,6 +359,7 @@ int policy_decide(const policy_input_t *in, const policy_cfg_t *cfg,
   d.objective = cfg->objective;
   d.now_s = in->now_s;
   d.margin_rel = cfg->margin_rel;
+  d.gain_early = NAN;
   rc = policy_estimate(in, cfg, &d.estimates);
   if (rc) return rc;
   int p0 = policy_current_phase(in);

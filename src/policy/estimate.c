@@ -34,6 +34,8 @@ void policy_cfg_default(policy_cfg_t *cfg) {
   cfg->margin_rel = 0.05;
   cfg->flap_factor = 2.0;
   cfg->min_dwell_s = 0;
+  cfg->early_pis = 4;
+  cfg->early_margin_rel = 0.2;
   cfg->probe_unmeasured = 0;
   cfg->hint_uncertainty = 1.5;
   cfg->clapbot_period_s = 300;

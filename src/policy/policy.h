@@ -153,6 +153,12 @@ typedef struct {
   double hint_uncertainty; /* hinted speed is within [1/u, u] of the hint */
   double clapbot_period_s; /* clap-bot acts at most once per period */
   policy_steady_cfg_t steady;
+  /* Early switch (0: off): before the estimates settle, switch anyway when
+   * the gain holds with every current type at the fastest and the target
+   * at the slowest of its last early_pis PIs of the current launch (the
+   * launch's first PI left out), by at least early_margin_rel of staying. */
+  int early_pis;
+  double early_margin_rel;
 } policy_cfg_t;
 
 void policy_cfg_default(policy_cfg_t *cfg);
@@ -261,6 +267,9 @@ typedef struct {
   double gain_required;
   double gain_pessimistic; /* stay at its fast end - best at its slow end */
   int forced;         /* staying breaks the deadline/budget, best does not */
+  int early;          /* switched on the early rule (cfg.early_pis) */
+  double gain_early;  /* the early rule's gain: stay at the fast extremes
+                       * minus the target at the slow ones (NaN: not tried) */
   char add_type[POLICY_NAME_MAX];
   int add_count;
   int remove[POLICY_MAX_NODES]; /* indices into input nodes */

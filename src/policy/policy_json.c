@@ -119,6 +119,8 @@ int policy_decision_to_json(const policy_decision_t *d, json_object **out) {
   bad |= add_num(o, "gain_required", d->gain_required);
   bad |= add_num(o, "gain_pessimistic", d->gain_pessimistic);
   bad |= add_int(o, "forced", d->forced);
+  bad |= add_int(o, "early", d->early);
+  bad |= add_num(o, "gain_early", d->gain_early);
   bad |= add_str(o, "add_type", d->add_type);
   bad |= add_int(o, "add_count", d->add_count);
   json_object *rm = json_object_new_array();

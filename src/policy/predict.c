@@ -186,7 +186,8 @@ int policy_input_check(const policy_input_t *in, const policy_cfg_t *cfg) {
   if (cfg->min_nodes < 0 || cfg->max_nodes < 0 ||
       (cfg->max_nodes && cfg->min_nodes > cfg->max_nodes) ||
       !(cfg->margin_rel >= 0) || !(cfg->flap_factor >= 1) ||
-      !(cfg->min_dwell_s >= 0) || (unsigned)cfg->kind > POLICY_CLAP_BOT ||
+      !(cfg->min_dwell_s >= 0) || cfg->early_pis < 0 ||
+      !(cfg->early_margin_rel >= 0) || (unsigned)cfg->kind > POLICY_CLAP_BOT ||
       (unsigned)cfg->objective > POLICY_MIN_TIME_BUDGET)
     return PM_EINVAL;
   return 0;
