@@ -1,10 +1,11 @@
 /* test_faults.c - `paramount run` survives faults (issue 8): a node that
- * vanishes mid-run is replaced and the job resumes from its last
+ * vanishes mid-run, or whose ranks fall silent, is replaced and the job
+ * (paramount-burn, or the ESRGAN trainer) resumes from its last
  * checkpoint; a SIGKILLed controller leaves nothing `paramount down`
  * cannot clear, and `paramount resume` finishes its job.
  *
- * Real cgroup nodes, mpirun and paramount-burn, as in test_run.c; the
- * cases need root and skip otherwise.
+ * Real cgroup nodes, mpirun, paramount-burn and paramount-esrgan, as in
+ * test_run.c; the cases need root and skip otherwise.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -23,6 +24,7 @@
 
 #include "common/journal.h"
 #include "common/util.h"
+#include "controller/config.h"
 #include "paramount.h"
 #include "provider/provider.h"
 /* Whole runs on local nodes: a loaded host can stretch a case well past
@@ -32,6 +34,7 @@
 
 #define PARAMOUNT PM_BINARY_DIR "/paramount"
 #define BURN PM_BINARY_DIR "/paramount-burn"
+#define ESRGAN PM_BINARY_DIR "/apps/esrgan/paramount-esrgan"
 
 /* ~30 ms of CPU per rank and PI (see test_run.c); 60 iterations of 24
  * samples; a checkpoint every 10 iterations, so a fault costs at most 10. */
@@ -152,7 +155,8 @@ typedef struct {
   char dir[PATH_MAX], cfg[PATH_MAX + 16], cat[PATH_MAX + 16], run[PATH_MAX + 16];
 } fx;
 
-static void fx_init(fx *f, const char *cluster, const char *policy) {
+/* job_extra: more lines of the job section ("" for none). */
+static void fx_init_job(fx *f, const char *cluster, const char *policy, const char *job_extra) {
   snprintf(f->dir, sizeof f->dir, "/tmp/pm-test-faults-XXXXXX");
   if (!mkdtemp(f->dir)) TEST_FAIL_("mkdtemp: %s", strerror(errno));
   snprintf(f->cat, sizeof f->cat, "%s/cat.yaml", f->dir);
@@ -164,21 +168,33 @@ static void fx_init(fx *f, const char *cluster, const char *policy) {
            "catalog: cat.yaml\nforce: true\ncluster:\n%s"
            "job:\n  command: [%s, --samples, '1440', --batch, '24', --work, '6800000',\n"
            "            --allreduce-bytes, '64', --epochs, '1', --checkpoint-every, '%d']\n"
-           "  resume: [--resume, '{checkpoint}']\n  checkpoint_every: %d\n"
+           "  resume: [--resume, '{checkpoint}']\n  checkpoint_every: %d\n%s"
            "policy:\n  interval_s: 1\n%s",
-           cluster, BURN, CKPT_EVERY, CKPT_EVERY, policy);
+           cluster, BURN, CKPT_EVERY, CKPT_EVERY, job_extra, policy);
   snprintf(f->cfg, sizeof f->cfg, "%s/run.yaml", f->dir);
   write_text(f->cfg, text);
   snprintf(f->run, sizeof f->run, "%s/run", f->dir);
+}
+
+static void fx_init(fx *f, const char *cluster, const char *policy) {
+  fx_init_job(f, cluster, policy, "");
 }
 
 /* ---- the journal ------------------------------------------------------ */
 
 typedef struct {
   uint64_t max_iter1; /* last PI's iteration + 1 */
-  int node_lost, recovered, run_end;
-  int64_t lost_iters; /* of the last node_lost */
+  int node_lost, recovered, run_end, ckpt_refused;
+  int64_t lost_iters, ck_next; /* of the last node_lost */
+  char what[256], cause[256]; /* of the last node_lost */
+  char last_ckpt[PATH_MAX];  /* the last checkpoint a rank reported */
+  int64_t last_ckpt_iter;
 } jsum;
+
+static void jsum_str(json_object *rec, const char *key, char *out, size_t cap) {
+  json_object *x;
+  if (json_object_object_get_ex(rec, key, &x)) snprintf(out, cap, "%s", json_object_get_string(x));
+}
 
 static int jsum_cb(json_object *rec, void *ud) {
   jsum *s = ud;
@@ -191,7 +207,16 @@ static int jsum_cb(json_object *rec, void *ud) {
   if (!strcmp(ev, "node_lost")) {
     s->node_lost++;
     if (json_object_object_get_ex(rec, "iterations_lost", &x)) s->lost_iters = json_object_get_int64(x);
+    if (json_object_object_get_ex(rec, "checkpoint_next_iter", &x))
+      s->ck_next = json_object_get_int64(x);
+    jsum_str(rec, "what", s->what, sizeof s->what);
+    jsum_str(rec, "cause", s->cause, sizeof s->cause);
   }
+  if (!strcmp(ev, "checkpoint")) {
+    jsum_str(rec, "path", s->last_ckpt, sizeof s->last_ckpt);
+    if (json_object_object_get_ex(rec, "iter", &x)) s->last_ckpt_iter = json_object_get_int64(x);
+  }
+  if (!strcmp(ev, "checkpoint_refused")) s->ckpt_refused++;
   if (!strcmp(ev, "node_lost_recovered")) s->recovered++;
   if (!strcmp(ev, "run_end")) s->run_end++;
   return 0;
@@ -209,6 +234,35 @@ static jsum journal_summary(const char *run) {
   if (rc) TEST_FAIL_("%s/journal.jsonl: %s at line %ld", run, pm_strerror(rc), bad);
   if (warn) printf("  journal warning (allowed): %s\n", warn);
   return s;
+}
+
+typedef struct {
+  const char *node;
+  int terminated;
+  int64_t killed; /* processes_killed of its node_terminated */
+} jterm;
+
+static int jterm_cb(json_object *rec, void *ud) {
+  jterm *t = ud;
+  json_object *v;
+  if (json_object_object_get_ex(rec, "ev", &v) &&
+      !strcmp(json_object_get_string(v), "node_terminated") &&
+      json_object_object_get_ex(rec, "node", &v) && !strcmp(json_object_get_string(v), t->node)) {
+    t->terminated++;
+    if (json_object_object_get_ex(rec, "processes_killed", &v))
+      t->killed = json_object_get_int64(v);
+  }
+  return 0;
+}
+
+/* The provider's record of terminating node id (terminated == 0: none). */
+static jterm journal_terminated(const char *run, const char *id) {
+  jterm t = {.node = id};
+  long bad = 0;
+  const char *warn = NULL;
+  int rc = journal_read(run, jterm_cb, &t, &bad, &warn);
+  if (rc) TEST_FAIL_("%s/journal.jsonl: %s at line %ld", run, pm_strerror(rc), bad);
+  return t;
 }
 
 /* Waits until the run's journal shows PIs up to iteration >= iter1 - 1. */
@@ -316,30 +370,177 @@ static void assert_no_orphan(const char *run) {
   }
 }
 
+/* ---- stalled nodes ---------------------------------------------------- */
+
+typedef struct {
+  pid_t pid;
+  unsigned long long start; /* /proc/PID/stat starttime: the same process */
+} stalled;
+
+/* State letter and start time of pid; 0, or -1 when it is gone. */
+static int proc_stat(pid_t pid, char *state, unsigned long long *start) {
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command may hold spaces */
+  if (!p) return -1;
+  /* fields 3 (state) ... 22 (starttime) after the ')' */
+  char *tok = strtok(p + 1, " ");
+  for (int field = 3; tok; field++, tok = strtok(NULL, " ")) {
+    if (field == 3) *state = tok[0];
+    if (field == 22) {
+      *start = strtoull(tok, NULL, 10);
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Is this very process still there (a zombie is gone)? */
+static int stalled_alive(const stalled *s) {
+  char st = 0;
+  unsigned long long start = 0;
+  return proc_stat(s->pid, &st, &start) == 0 && start == s->start && st != 'Z' && st != 'X';
+}
+
+/* Cleanup on a failure path: what the controller should have killed. */
+static void stalled_kill(const stalled *s, int n) {
+  for (int i = 0; i < n; i++)
+    if (stalled_alive(&s[i])) kill(s[i].pid, SIGKILL);
+}
+
+/* A node whose processes hang: every process in its cgroups SIGSTOPped,
+ * so its ranks stay alive and connected but send nothing.  The node, its
+ * cgroups and mpirun stay as they are.  Returns how many were stopped. */
+static int node_stall(const char *run, const char *id, stalled *out, int cap) {
+  char cg[8][PATH_MAX];
+  int ncg = node_cgroups(run, id, cg, 8), n = 0;
+  if (!ncg) TEST_FAIL_("node %s of %s has no cgroups", id, run);
+  for (int i = 0; i < ncg; i++) {
+    char procs[PATH_MAX + 32];
+    snprintf(procs, sizeof procs, "%.4000s/cgroup.procs", cg[i]);
+    FILE *f = fopen(procs, "r");
+    int pid;
+    while (f && fscanf(f, "%d", &pid) == 1) {
+      int seen = 0;
+      for (int k = 0; k < n; k++) seen |= out[k].pid == pid;
+      char st;
+      if (seen || n == cap || proc_stat(pid, &st, &out[n].start)) continue;
+      out[n].pid = pid;
+      if (kill(pid, SIGSTOP) == 0) n++;
+    }
+    if (f) fclose(f);
+  }
+  /* Stopped for real ('T'), not merely signalled. */
+  for (int i = 0; i < n; i++) {
+    char st = 0;
+    unsigned long long start;
+    for (int k = 0; k < 50 && !proc_stat(out[i].pid, &st, &start) && st != 'T'; k++)
+      sleep_s(0.02);
+    if (st != 'T') {
+      stalled_kill(out, n);
+      TEST_FAIL_("process %d of node %s is '%c', not stopped", (int)out[i].pid, id, st);
+    }
+  }
+  return n;
+}
+
 /* ---- node loss -------------------------------------------------------- */
 
-static void node_loss_case(int by_provider) {
+typedef enum { LOSS_VANISH, LOSS_PROVIDER_STOP, LOSS_STALL } loss_kind;
+
+/* With a 3 s heartbeat timeout; the ranks of a stalled node must be
+ * found silent, and no healthy rank may be (the run goes on for 25
+ * iterations, MPI init included, under the same timeout first). */
+#define STALL_TIMEOUT_S 3
+
+static void node_loss_case(loss_kind kind) {
   fx f;
-  fx_init(&f, "  - {type: eff, count: 2}\n", "  name: static\n");
+  char extra[64];
+  snprintf(extra, sizeof extra, "  heartbeat_timeout_s: %d\n", STALL_TIMEOUT_S);
+  fx_init_job(&f, "  - {type: eff, count: 2}\n", "  name: static\n",
+              kind == LOSS_STALL ? extra : "");
   char *argv[] = {PARAMOUNT, "run", f.cfg, "--out", f.run, "--no-status", NULL};
   int fd;
   pid_t pid = spawn(argv, &fd);
   /* Past two checkpoints and a few PIs into the third interval. */
   wait_iter(f.run, 2 * CKPT_EVERY + 5, 60);
-  if (by_provider) node_provider_stop(&f, "n1"); /* rank 0's node */
-  else node_vanish(f.run, "n2");
+  const char *victim = kind == LOSS_PROVIDER_STOP ? "n1" : "n2"; /* n1: rank 0's node */
+  stalled st[64];
+  int nst = 0;
+  if (kind == LOSS_PROVIDER_STOP) node_provider_stop(&f, victim);
+  else if (kind == LOSS_VANISH) node_vanish(f.run, victim);
+  else {
+    ASSERT_EQ_INT(journal_summary(f.run).node_lost, 0); /* no false alarm so far */
+    nst = node_stall(f.run, victim, st, 64);
+    printf("stopped %d processes of %s\n", nst, victim);
+    ASSERT(nst >= 2); /* its Open MPI daemon and its rank at least */
+    /* Only the heartbeat can tell: the cgroups are there, mpirun waits. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double waited = 0;
+    for (; waited < 60 && !journal_summary(f.run).node_lost; waited += 0.1) sleep_s(0.1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    printf("node_lost %.1f s after the stop (timeout %d s)\n", took, STALL_TIMEOUT_S);
+    if (waited >= 60) {
+      stalled_kill(st, nst);
+      TEST_FAIL_("no node_lost within 60 s of stalling %s", victim);
+    }
+    /* Not before the timeout (the last frame came at most ~1 s before
+     * the stop), and well before the default 15 s would allow (health
+     * checks run every second, mpirun gets a 3 s grace to die, and a
+     * loaded host gets slack). */
+    ASSERT_OP_DBL(took, >=, STALL_TIMEOUT_S - 1.5);
+    ASSERT_OP_DBL(took, <, STALL_TIMEOUT_S + 10);
+    const char *sil = strstr(journal_summary(f.run).cause, " silent for ");
+    if (!sil) TEST_FAIL_("node_lost's cause does not say a rank was silent");
+    double silent_s = strtod(sil + strlen(" silent for "), NULL);
+    ASSERT_OP_DBL(silent_s, >=, STALL_TIMEOUT_S);
+    ASSERT_OP_DBL(silent_s, <, 15);
+    /* The recovery itself terminated n2 (before it journaled node_lost),
+     * not the end of the run, and its stopped processes are gone now:
+     * SIGKILLed with the job's process group or by the provider's stop
+     * (processes_killed says which got there first). */
+    jterm t = journal_terminated(f.run, victim);
+    printf("%s terminated: %lld processes left for the provider to kill\n", victim,
+           (long long)t.killed);
+    if (t.terminated != 1) {
+      stalled_kill(st, nst);
+      TEST_FAIL_("%s: %d node_terminated records at node_lost", victim, t.terminated);
+    }
+    for (int i = 0; i < nst; i++) {
+      for (int k = 0; k < 50 && stalled_alive(&st[i]); k++) sleep_s(0.1);
+      if (stalled_alive(&st[i])) {
+        stalled_kill(st, nst);
+        TEST_FAIL_("stopped process %d of %s survived its node's termination", (int)st[i].pid,
+                   victim);
+      }
+    }
+  }
   char *out = NULL;
-  int st = finish(pid, fd, &out);
+  int rc = finish(pid, fd, &out);
   printf("%s", out);
-  if (st) TEST_FAIL_("paramount run exited %d", st);
+  if (rc) {
+    stalled_kill(st, nst);
+    TEST_FAIL_("paramount run exited %d", rc);
+  }
   ASSERT_CONTAINS(out, "fault 1 at ");
-  ASSERT_CONTAINS(out, by_provider ? ": n1 (eff); " : ": n2 (eff); ");
+  ASSERT_CONTAINS(out, kind == LOSS_PROVIDER_STOP ? ": n1 (eff); " : ": n2 (eff); ");
   ASSERT_CONTAINS(out, "from the last checkpoint");
   ASSERT_CONTAINS(out, "replacement: n3 (eff)");
   ASSERT_CONTAINS(out, "job: done after 60 iterations");
   jsum s = journal_summary(f.run);
   ASSERT_EQ_INT(s.node_lost, 1);
   ASSERT_EQ_INT(s.recovered, 1);
+  ASSERT_CONTAINS(s.what, kind == LOSS_PROVIDER_STOP ? "n1 (eff)" : "n2 (eff)");
+  if (kind == LOSS_STALL) ASSERT_CONTAINS(s.cause, "n2: rank 1 silent for ");
+  else ASSERT_CONTAINS(s.cause, ": not alive (provider check)");
   if (s.lost_iters < 0 || s.lost_iters > CKPT_EVERY)
     TEST_FAIL_("%lld iterations lost, more than the checkpoint interval %d",
                (long long)s.lost_iters, CKPT_EVERY);
@@ -354,12 +555,157 @@ static void node_loss_case(int by_provider) {
 
 TEST(vanished_node_is_replaced_job_resumes) {
   SKIP_UNLESS_RUNNABLE();
-  node_loss_case(0);
+  node_loss_case(LOSS_VANISH);
 }
 
 TEST(rank0_node_stopped_by_provider_is_replaced) {
   SKIP_UNLESS_RUNNABLE();
-  node_loss_case(1);
+  node_loss_case(LOSS_PROVIDER_STOP);
+}
+
+TEST(silent_node_is_declared_lost_and_replaced) {
+  SKIP_UNLESS_RUNNABLE();
+  node_loss_case(LOSS_STALL);
+}
+
+/* job.heartbeat_timeout_s: default, accepted values, clear refusals. */
+TEST(heartbeat_timeout_config) {
+  static run_config cfg;
+  char err[1024] = "";
+  static const char base[] = "cluster: [{type: eff}]\njob:\n  command: [app]\n";
+  ASSERT_EQ_INT(run_config_parse("d/run.yaml", base, strlen(base), &cfg, err, sizeof err), 0);
+  ASSERT_OP_DBL(cfg.heartbeat_timeout_s, ==, 15);
+  static const struct {
+    const char *value, *error; /* NULL: accepted */
+    double want;
+  } cases[] = {
+      {"3", NULL, 3},
+      {"2.5", NULL, 2.5},
+      {"86400", NULL, 86400},
+      {"0", "d/run.yaml:4: field 'job.heartbeat_timeout_s': 0 is out of range [2, 86400]", 0},
+      {"-5", "d/run.yaml:4: field 'job.heartbeat_timeout_s': -5 is out of range [2, 86400]", 0},
+      {"1", "d/run.yaml:4: field 'job.heartbeat_timeout_s': 1 is out of range [2, 86400]", 0},
+      {"soon", "d/run.yaml:4: field 'job.heartbeat_timeout_s': must be a number, got 'soon'", 0},
+      {"nan", "d/run.yaml:4: field 'job.heartbeat_timeout_s': must be a number, got 'nan'", 0},
+      {"[3]", "d/run.yaml:4: field 'job.heartbeat_timeout_s': must be a number, got '?'", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[256];
+    snprintf(text, sizeof text, "%s  heartbeat_timeout_s: %s\n", base, cases[i].value);
+    err[0] = '\0';
+    int rc = run_config_parse("d/run.yaml", text, strlen(text), &cfg, err, sizeof err);
+    printf("  %-6s -> %d %s\n", cases[i].value, rc, err);
+    if (!cases[i].error) {
+      ASSERT_EQ_INT(rc, 0);
+      ASSERT_OP_DBL(cfg.heartbeat_timeout_s, ==, cases[i].want);
+    } else {
+      ASSERT_EQ_INT(rc, PM_EPARSE);
+      ASSERT_STREQ(err, cases[i].error);
+    }
+  }
+  /* The field belongs to job:, not to the top level or the policy. */
+  static const char top[] = "cluster: [{type: eff}]\nheartbeat_timeout_s: 3\n";
+  ASSERT_EQ_INT(run_config_parse("d/run.yaml", top, strlen(top), &cfg, err, sizeof err),
+                PM_EPARSE);
+  ASSERT_CONTAINS(err, "unknown top-level field");
+}
+
+/* ---- the ESRGAN trainer under node loss ----------------------------- */
+
+/* The tiny model of test_esrgan_dp.c: 8 synthetic images, global batch 2,
+ * so 4 iterations an epoch; 2 warm-up iterations, then a checkpoint every
+ * ESR_CKPT_EVERY; --max-iters makes the last iteration checkpoint too. */
+#define ESR_CKPT_EVERY 4
+#define ESR_ITERS 40
+
+static uint64_t esr_ckpt_next_iter(const char *path, uint64_t *samples) {
+  char *buf = NULL;
+  size_t len = 0;
+  if (util_read_file(path, 256 << 20, &buf, &len)) TEST_FAIL_("cannot read %s", path);
+  if (len < 128 || memcmp(buf, "PMESRCK1", 8)) TEST_FAIL_("%s: not an ESRGAN checkpoint", path);
+  uint64_t next = 0;
+  memcpy(&next, buf + 32, 8); /* docs/esrgan.md: header layout */
+  memcpy(samples, buf + 96, 8);
+  free(buf);
+  return next;
+}
+
+TEST(esrgan_node_lost_mid_training_resumes) {
+  SKIP_UNLESS_RUNNABLE();
+  if (access(ESRGAN, X_OK)) {
+    printf("SKIP: needs %s\n", ESRGAN);
+    return;
+  }
+  fx f;
+  fx_init(&f, "", ""); /* for its directory and catalog; the config is ours */
+  /* No --out: under paramount the trainer writes into PARAMOUNT_RUN_DIR
+   * (the ranks' cwd is mpirun's, where checkpoints would be refused), so
+   * its checkpoints fit the default job.checkpoint_dir and outlive the
+   * node of rank 0, which writes them. */
+  char text[PATH_MAX + 1024];
+  snprintf(text, sizeof text,
+           "catalog: cat.yaml\nforce: true\ncluster:\n  - {type: fast, count: 2}\n"
+           "job:\n  command: [%s, --hr, '32', --filters, '16', --blocks, '1', --no-vgg, 'off',\n"
+           "            --sample-interval, '0', --print-interval, '1000', --synthetic, '8',\n"
+           "            --batch, '2', --warmup, '2', --epochs, '%d', --checkpoint-interval, '%d',\n"
+           "            --max-iters, '%d']\n"
+           "  resume: [--resume, '{checkpoint}']\n  checkpoint_every: %d\n"
+           "  heartbeat_timeout_s: 5\n  stop_timeout_s: 60\n"
+           "policy:\n  name: static\n  interval_s: 1\n",
+           ESRGAN, ESR_ITERS / 4, ESR_CKPT_EVERY, ESR_ITERS, ESR_CKPT_EVERY);
+  write_text(f.cfg, text);
+  char *argv[] = {PARAMOUNT, "run", f.cfg, "--out", f.run, "--no-status", NULL};
+  int fd;
+  pid_t pid = spawn(argv, &fd);
+  /* Past the checkpoints at 4 and 8, into the third interval: rank 0's
+   * node (the one that writes the checkpoints) vanishes. */
+  wait_iter(f.run, 2 * ESR_CKPT_EVERY + 3, 90);
+  jsum before = journal_summary(f.run);
+  ASSERT_EQ_INT(before.node_lost, 0);
+  node_vanish(f.run, "n1");
+  char *out = NULL;
+  int rc = finish(pid, fd, &out);
+  printf("%s", out);
+  if (rc) TEST_FAIL_("paramount run exited %d", rc);
+  ASSERT_CONTAINS(out, ": n1 (fast); ");
+  ASSERT_CONTAINS(out, "replacement: n3 (fast)");
+  jsum s = journal_summary(f.run);
+  printf("lost %lld iterations; last checkpoint %s (iteration %lld)\n", (long long)s.lost_iters,
+         s.last_ckpt, (long long)s.last_ckpt_iter);
+  ASSERT_EQ_INT(s.node_lost, 1);
+  ASSERT_EQ_INT(s.recovered, 1);
+  ASSERT_EQ_INT(s.ckpt_refused, 0);
+  ASSERT_CONTAINS(s.what, "n1 (fast)");
+  ASSERT_CONTAINS(s.cause, "n1: not alive (provider check)");
+  if (s.lost_iters < 0 || s.lost_iters > ESR_CKPT_EVERY)
+    TEST_FAIL_("%lld iterations lost, more than the checkpoint interval %d",
+               (long long)s.lost_iters, ESR_CKPT_EVERY);
+  ASSERT_EQ_U64(s.max_iter1, ESR_ITERS);
+  /* The trainer's last checkpoint is the end of training. */
+  char want[PATH_MAX + 64];
+  snprintf(want, sizeof want, "%s/saved_models/esrgan_%d.ckpt", f.run, ESR_ITERS - 1);
+  ASSERT_STREQ(s.last_ckpt, want);
+  uint64_t samples = 0;
+  ASSERT_EQ_U64(esr_ckpt_next_iter(want, &samples), ESR_ITERS);
+  ASSERT_EQ_U64(samples, 2 * ESR_ITERS);
+  /* The relaunch resumed (not restarted) and ended consistent. */
+  char log[PATH_MAX + 32];
+  snprintf(log, sizeof log, "%s/job-1.log", f.run);
+  char *text2 = read_text(log);
+  char start[64];
+  snprintf(start, sizeof start, "starting at iteration %lld of %d", (long long)s.ck_next,
+           ESR_ITERS);
+  ASSERT(s.ck_next > 0);
+  ASSERT_CONTAINS(text2, start);
+  ASSERT_CONTAINS(text2, "paramount-esrgan: done iterations=40 samples=80 ranks=2");
+  ASSERT_CONTAINS(text2, "consistent=1");
+  free(text2);
+  free(out);
+  char *nodes[] = {PARAMOUNT, "nodes", f.run, NULL};
+  ASSERT_EQ_INT(run_capture(nodes, &out), 0);
+  ASSERT_CONTAINS(out, "3 nodes, 0 live");
+  free(out);
+  assert_no_orphan(f.run);
 }
 
 /* ---- controller crash ------------------------------------------------- */

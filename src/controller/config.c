@@ -220,10 +220,14 @@ static int config_job(config_ctx *c, yaml_node_t *m, run_config *cfg) {
     } else if (!strcmp(key, "checkpoint_dir")) {
       rc = config_path(c, v, "job.checkpoint_dir", cfg->checkpoint_dir,
                        sizeof cfg->checkpoint_dir);
+    } else if (!strcmp(key, "heartbeat_timeout_s")) {
+      rc = config_num(c, v, "job.heartbeat_timeout_s", RUN_CONFIG_HEARTBEAT_TIMEOUT_MIN_S, 86400,
+                      &cfg->heartbeat_timeout_s);
     } else {
       rc = config_fail(c, k,
                        "field 'job.%s': unknown field (known: command, resume, iterations, "
-                       "batch, scaling, stop_timeout_s, checkpoint_every, checkpoint_dir)",
+                       "batch, scaling, stop_timeout_s, checkpoint_every, checkpoint_dir, "
+                       "heartbeat_timeout_s)",
                        key);
     }
     if (rc) return rc;
@@ -321,6 +325,7 @@ static void config_defaults(run_config *cfg) {
   snprintf(cfg->objective, sizeof cfg->objective, "min-cost");
   cfg->scaling = RUN_SCALING_GLOBAL_BATCH;
   cfg->stop_timeout_s = 60;
+  cfg->heartbeat_timeout_s = RUN_CONFIG_HEARTBEAT_TIMEOUT_S;
   cfg->margin = 0.05;
   cfg->confidence = 0.95;
   cfg->interval_s = 5;

@@ -24,6 +24,12 @@
 /* The literal token in job.resume replaced by the checkpoint's path. */
 #define RUN_CONFIG_CHECKPOINT_TOKEN "{checkpoint}"
 
+/* job.heartbeat_timeout_s: its default, and its floor (libparamount sends
+ * a HEARTBEAT about once a second; below two of them a healthy rank on a
+ * throttled node would be declared lost). */
+#define RUN_CONFIG_HEARTBEAT_TIMEOUT_S 15.0
+#define RUN_CONFIG_HEARTBEAT_TIMEOUT_MIN_S 2.0
+
 typedef struct {
   char type[CATALOG_NAME_MAX];
   unsigned count;
@@ -62,6 +68,10 @@ typedef struct {
    * directory); "" = the run directory.  A checkpoint a rank reports
    * outside it is refused and never resumed from. */
   char checkpoint_dir[PATH_MAX];
+  /* A rank of the running job from which nothing arrived for this long
+   * (after its first frame, before its FINALIZE) marks its node lost
+   * (docs/faults.md). */
+  double heartbeat_timeout_s;
 
   /* policy: */
   int has_policy;

@@ -43,8 +43,8 @@
 #define RUN_KILL_GRACE_S 3.0
 #define RUN_LOSSES_MAX 32
 #define RUN_HEALTH_S 1.0          /* between checks that members are alive */
-#define RUN_HEARTBEAT_LOST_S 15.0 /* a rank silent this long: its node is lost */
 #define RUN_RETRIES_MAX 2         /* job crashes on live nodes resumed, then fail */
+#define RUN_WAIT_REDECIDE_MIN_S 0.25 /* after a "wait", ask again no sooner */
 
 typedef enum { RUN_RUNNING = 0, RUN_SETUP, RUN_STOPPING, RUN_DONE } run_state;
 
@@ -822,6 +822,14 @@ static void run_decide(run_ctx *c, double now) {
   } else if (acts && (d->add_count > 0 || d->n_remove > 0)) {
     run_switch_begin(c, &ri, d);
   }
+  /* Waiting for data: ask again after about one more PI rather than a
+   * whole interval, since every second on a mixed cluster is paid at its
+   * slowest node's pace. */
+  if (d->action == POLICY_WAIT && c->state == RUN_RUNNING) {
+    double pi = run_recent_pi_s(c);
+    if (pi < RUN_WAIT_REDECIDE_MIN_S) pi = RUN_WAIT_REDECIDE_MIN_S;
+    if (now + pi < c->next_decide_s) c->next_decide_s = now + pi;
+  }
   run_input_free(&ri);
 }
 
@@ -935,24 +943,41 @@ static double run_last_pi_s(const run_launch *L) {
 
 /* Members of the current launch that are gone: their node no longer
  * exists or cannot run commands (cgroup removed, terminated behind our
- * back, preempted), or with heartbeats set, a rank on it went silent
- * (libparamount sends HEARTBEAT about once a second).  Fills idx[]
- * (indices into c->nodes) and returns how many. */
-static size_t run_members_lost(run_ctx *c, size_t *idx, size_t cap, int heartbeats) {
+ * back, preempted), or with heartbeats set, a rank on it went silent:
+ * it sent a frame once, has not finalized, the job still runs, and
+ * nothing came from it for job.heartbeat_timeout_s (libparamount's
+ * thread sends HEARTBEAT about once a second whatever the app does, so a
+ * long MPI init or first iteration is not silence; a rank that has not
+ * spoken yet is not judged).  Fills idx[] (indices into c->nodes) and
+ * returns how many; cause[cap] says why, for the journal. */
+static size_t run_members_lost(run_ctx *c, size_t *idx, size_t cap, int heartbeats,
+                               char *cause, size_t cause_cap) {
   run_launch *L = run_cur(c);
+  cause[0] = '\0';
   if (!L) return 0;
-  size_t n = 0, nr = 0;
+  size_t n = 0, nr = 0, off = 0;
   const intake_rank *const *rs = intake_ranks(L->in, &nr);
   uint64_t now_ns = (uint64_t)(clock_real_s() * 1e9);
+  double limit_s = c->cfg->heartbeat_timeout_s;
+  if (!(limit_s > 0)) limit_s = RUN_CONFIG_HEARTBEAT_TIMEOUT_S; /* NEVER: the parser sets it */
+  uint64_t limit_ns = (uint64_t)(limit_s * 1e9);
   for (size_t h = 0; h < L->nhosts && n < cap; h++) {
     run_node *nd = &c->nodes[L->host[h]];
     int r = c->p->ops->alive(c->p, nd->pn.id, &nd->pn);
     int gone = r == 0 && nd->pn.state != NODE_BOOTING && nd->pn.state != NODE_REQUESTED;
+    char why[96] = "";
+    if (gone) snprintf(why, sizeof why, "%s: not alive (provider check)", nd->pn.id);
     for (size_t k = 0; !gone && heartbeats && !L->exited && k < nr; k++)
       if (!strcmp(rs[k]->node, nd->pn.id) && rs[k]->last_heard_ns && !rs[k]->finalized &&
-          now_ns > rs[k]->last_heard_ns + (uint64_t)(RUN_HEARTBEAT_LOST_S * 1e9))
+          now_ns > rs[k]->last_heard_ns + limit_ns) {
         gone = 1;
-    if (gone) idx[n++] = L->host[h];
+        snprintf(why, sizeof why, "%s: rank %u silent for %.1f s", nd->pn.id, rs[k]->rank,
+                 (double)(now_ns - rs[k]->last_heard_ns) / 1e9);
+      }
+    if (!gone) continue;
+    idx[n++] = L->host[h];
+    int w = snprintf(cause + off, cause_cap - off, "%s%s", off ? "; " : "", why);
+    if (w > 0 && off + (size_t)w < cause_cap) off += (size_t)w;
   }
   return n;
 }
@@ -1055,6 +1080,7 @@ static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char 
     json_object_array_add(ids, json_object_new_string(c->nodes[lost[i]].pn.id));
   json_object_object_add(o, "nodes", ids);
   json_object_object_add(o, "what", json_object_new_string(x->what));
+  json_object_object_add(o, "cause", json_object_new_string(why));
   json_object_object_add(o, "launch", json_object_new_int(c->launch_base + c->nl - 1));
   json_object_object_add(o, "iterations_done", json_object_new_int64((int64_t)x->done));
   json_object_object_add(o, "checkpoint_next_iter", json_object_new_int64((int64_t)x->ck_next));
@@ -1069,9 +1095,10 @@ static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char 
                            json_object_new_int64((int64_t)c->cfg->checkpoint_every));
   run_jput(c, o, 1);
   run_say(c, LOG_WARN,
-          "run: lost %s after %llu iterations; resuming at iteration %llu (%llu lost), "
+          "run: lost %s%s%s%s after %llu iterations; resuming at iteration %llu (%llu lost), "
           "replacement: %s",
-          x->what, (unsigned long long)x->done, (unsigned long long)x->ck_next,
+          x->what, nlost ? " [" : "", nlost ? why : "", nlost ? "]" : "",
+          (unsigned long long)x->done, (unsigned long long)x->ck_next,
           (unsigned long long)lost_iters, x->replacement[0] ? x->replacement : "-");
   if (c->cfg->checkpoint_every && lost_iters > c->cfg->checkpoint_every)
     run_say(c, LOG_WARN, "run: %llu iterations lost, more than job.checkpoint_every = %llu: "
@@ -1308,18 +1335,20 @@ static int run_on_exit(run_ctx *c, int *exit_status) {
      * on live nodes once a checkpoint exists (a few times: a job that
      * keeps failing is the job's fault). */
     size_t lost[RUN_CONFIG_NODES_MAX];
-    size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0);
+    char cause[512];
+    size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0, cause, sizeof cause);
     if (!nlost) {
       /* mpirun may notice a node's processes killed before the node's
        * removal is complete: look again a moment later. */
       struct timespec ts = {1, 0};
       nanosleep(&ts, NULL);
-      nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0);
+      nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 0, cause, sizeof cause);
     }
     run_ckpt_refresh(c);
     if (nlost || (c->have_ck && c->retries < RUN_RETRIES_MAX)) {
-      char why[64];
-      snprintf(why, sizeof why, "job crashed (status %d)", L->status);
+      char why[600];
+      snprintf(why, sizeof why, "job crashed (status %d)%s%s", L->status, nlost ? ": " : "",
+               cause);
       if (!nlost) c->retries++;
       if (run_recover(c, lost, nlost, why)) {
         *exit_status = 1;
@@ -1382,9 +1411,10 @@ static int run_loop(run_ctx *c) {
     if (now >= c->next_health_s) {
       c->next_health_s = now + RUN_HEALTH_S;
       size_t lost[RUN_CONFIG_NODES_MAX];
-      size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 1);
+      char cause[512];
+      size_t nlost = run_members_lost(c, lost, RUN_CONFIG_NODES_MAX, 1, cause, sizeof cause);
       if (nlost) {
-        if (run_recover(c, lost, nlost, "node lost")) return run_signal ? 128 + run_signal : 1;
+        if (run_recover(c, lost, nlost, cause)) return run_signal ? 128 + run_signal : 1;
         continue;
       }
     }
