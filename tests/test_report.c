@@ -627,7 +627,8 @@ TEST(faults_in_report_json_and_html) {
   ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.nodes.0")), "n2");
   ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.types.0")), "eff");
   ASSERT_STREQ(json_object_get_string(jget(o, "faults.0.replacement.0")), "n3");
-  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.t_s")), 17.0, 1e-6);
+  /* seconds since run_start (999.5), the controller's first record */
+  ASSERT_NEAR(json_object_get_double(jget(o, "faults.0.t_s")), 17.5, 1e-6);
   ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.iterations_lost")), 5);
   ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.resume_iter")), 20);
   ASSERT_EQ_INT(json_object_get_int(jget(o, "faults.0.checkpoint_interval")), 10);
@@ -729,6 +730,146 @@ TEST(malformed_fault_records_name_their_line) {
                            err, sizeof err), PM_EPARSE);
   ASSERT_CONTAINS(err, "journal line 2");
   ASSERT_CONTAINS(err, "\"downtime_s\" is not a number");
+}
+
+/* ---- clocks -------------------------------------------------------------------- */
+
+/* A run of 20.5 s on the controller's clock, two ranks on n1, n2; rank 1
+ * stamps its times skew_s off the controller's, each record received 0.01
+ * s after the rank stamped it.  controller: run_start, node records and
+ * launch as paramount run writes them; else only launch and run_end, as
+ * paramount record does.  PIs of 0.5 s from 10004, 20 per rank. */
+static void write_skewed(const char *dir, double skew_s, int controller) {
+  FILE *f = open_journal(dir, "w");
+  if (controller) {
+    fputs("{\"ev\":\"run_start\",\"t\":10000.0,\"policy\":\"static\"}\n", f);
+    node_life(f, "n1", "eff", 0.36, 10000.5, 1, 0.5);
+    node_life(f, "n2", "eff", 0.36, 10000.5, 1, 0.5);
+  }
+  fputs("{\"ev\":\"launch\",\"t\":10003.0,\"launch\":0}\n", f);
+  for (unsigned r = 0; r < 2; r++) {
+    double own = r ? skew_s : 0;
+    fprintf(f, "{\"ev\":\"hello\",\"t\":10003.1,\"rank\":%u,\"node\":\"n%u\"}\n", r, r + 1);
+    fprintf(f, "{\"ev\":\"init_begin\",\"t\":10003.21,\"rank\":%u,\"t_ns\":%.0f}\n", r,
+            (10003.2 + own) * 1e9);
+    fprintf(f, "{\"ev\":\"init_end\",\"t\":10004.01,\"rank\":%u,\"t_ns\":%.0f}\n", r,
+            (10004.0 + own) * 1e9);
+  }
+  for (unsigned it = 0; it < 20; it++) {
+    double b = 10004 + 0.5 * it;
+    for (unsigned r = 0; r < 2; r++) {
+      double own = r ? skew_s : 0;
+      fprintf(f, "{\"ev\":\"pi\",\"t\":%.6f,\"rank\":%u,\"iter\":%u,\"t_begin_ns\":%.0f,"
+                 "\"wall_ns\":500000000,\"compute_ns\":400000000,\"comm_ns\":100000000}\n",
+              b + 0.51, r, it, (b + own) * 1e9);
+    }
+    if (it == 9)
+      fprintf(f, "{\"ev\":\"checkpoint\",\"t\":%.3f,\"rank\":1,\"t_ns\":%.0f,\"iter\":9,"
+                 "\"path\":\"/tmp/ck\"}\n", b + 0.53, (b + 0.52 + skew_s) * 1e9);
+  }
+  if (controller) {
+    fputs("{\"ev\":\"node_terminated\",\"t\":10020.2,\"node\":\"n1\",\"type\":\"eff\"}\n", f);
+    fputs("{\"ev\":\"node_terminated\",\"t\":10020.2,\"node\":\"n2\",\"type\":\"eff\"}\n", f);
+  }
+  fputs("{\"ev\":\"run_end\",\"t\":10020.5,\"status\":0}\n", f);
+  ASSERT_EQ_INT(fclose(f), 0);
+}
+
+/* A rank's wrong clock neither stretches nor shifts the run: the span is
+ * the controller's, the rank's times are moved onto the controller's
+ * clock, and the report says which rank was off and by how much.  A skew
+ * within the slack is left alone, without a warning. */
+TEST(skewed_rank_clock_keeps_the_controllers_timeline) {
+  static const struct {
+    double skew_s;
+    int controller, flagged;
+    const char *want; /* in the warning */
+  } cases[] = {
+      {3600, 1, 1, "rank 1 (launch 0) on node n2: clock differs by ~+3600.0 s"},
+      {-3600, 1, 1, "rank 1 (launch 0) on node n2: clock differs by ~-3600.0 s"},
+      {3600, 0, 1, "rank 1 (launch 0) on node n2: clock differs by ~+3600.0 s"},
+      {0.5, 1, 0, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char dir[PATH_MAX], name[32], err[512];
+    snprintf(name, sizeof name, "skew%zu", i);
+    make_dir(dir, sizeof dir, name);
+    write_skewed(dir, cases[i].skew_s, cases[i].controller);
+    model_run m;
+    const char *warn = NULL;
+    int rc = model_load(dir, &m, &warn, err, sizeof err);
+    if (rc) TEST_FAIL_("case %zu: model_load: %s", i, err);
+    ASSERT_EQ_INT(model_derive(&m, err, sizeof err), 0);
+    ASSERT_NEAR(m.t0_s, cases[i].controller ? 10000.0 : 10003.0, 1e-9);
+    ASSERT_NEAR(m.end_s, 10020.5, 1e-9);
+    ASSERT_EQ_INT(m.n_ranks, 2);
+    ASSERT_EQ_INT(m.n_clock_fixed, cases[i].flagged ? 1 : 0);
+    ASSERT_NEAR(m.ranks[0].clock_fix_s, 0, 0); /* the good rank is untouched */
+    ASSERT_NEAR(m.ranks[0].init_begin_s, 10003.2, 1e-6);
+    /* moved by its lead over the receive times: the skew, less 0.01 s */
+    double fix = cases[i].flagged ? cases[i].skew_s - 0.01 : 0;
+    ASSERT_NEAR(m.ranks[1].clock_fix_s, fix, 1e-5);
+    ASSERT_NEAR(m.ranks[1].init_begin_s, 10003.2 + cases[i].skew_s - fix, 1e-5);
+    for (size_t k = 0; k < m.n_pis; k++) {
+      const model_pi *p = &m.pis[k];
+      double own = p->rank_idx == 1 ? cases[i].skew_s - fix : 0;
+      ASSERT_NEAR(p->t_begin_s, 10004 + 0.5 * (double)p->iter + own, 1e-5);
+    }
+    ASSERT_EQ_INT(m.n_ckpts, 1);
+    ASSERT_NEAR(m.ckpts[0].t_s, 10009.02 + cases[i].skew_s - fix, 1e-5);
+    if (cases[i].want) {
+      if (!warn) TEST_FAIL_("case %zu: no warning", i);
+      ASSERT_CONTAINS(warn, cases[i].want);
+      ASSERT(strstr(warn, "rank 0") == NULL);
+    } else if (warn) {
+      TEST_FAIL_("case %zu: unexpected warning: %s", i, warn);
+    }
+    model_free(&m);
+
+    /* the same in the files: duration, the warning, PI times in the run */
+    const char *bwarn = NULL;
+    report_opts o = {.warn = &bwarn};
+    rc = report_build(dir, &o, err, sizeof err);
+    if (rc) TEST_FAIL_("case %zu: report_build: %s", i, err);
+    char *txt = slurp(dir, "report.json");
+    json_object *j = json_tokener_parse(txt);
+    free(txt);
+    ASSERT(j != NULL);
+    ASSERT_NEAR(json_object_get_double(jget(j, "duration_s")),
+                cases[i].controller ? 20.5 : 17.5, 1e-9);
+    json_object *jw = NULL;
+    json_object_object_get_ex(jget(j, "journal"), "warning", &jw);
+    ASSERT_EQ_INT(jw != NULL, cases[i].want != NULL);
+    if (cases[i].want) {
+      ASSERT_CONTAINS(json_object_get_string(jw), cases[i].want);
+      ASSERT(bwarn != NULL);
+      ASSERT_CONTAINS(bwarn, cases[i].want);
+    }
+    json_object_put(j);
+    char *html = slurp(dir, "report.html");
+    ASSERT_CONTAINS(html, cases[i].controller ? "<li>duration<b>20.5 s</b>"
+                                              : "<li>duration<b>17.5 s</b>");
+    if (cases[i].want) {
+      ASSERT_CONTAINS(html, "<p class=\"warn\">");
+      ASSERT_CONTAINS(html, cases[i].want);
+    }
+    free(html);
+    char *csv = slurp(dir, "metrics.csv");
+    int rows = 0;
+    for (char *l = strchr(csv, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+      double t = -1;
+      /* launch,rank,node,type,phase,iteration,time_s,... */
+      const char *c = l + 1;
+      for (int comma = 0; comma < 6 && c; comma++) c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL;
+      ASSERT(c != NULL);
+      ASSERT_EQ_INT(sscanf(c, "%lf", &t), 1);
+      ASSERT_OP_DBL(t, >=, 0);
+      ASSERT_OP_DBL(t, <=, cases[i].controller ? 20.5 : 17.5);
+      rows++;
+    }
+    ASSERT_EQ_INT(rows, 40);
+    free(csv);
+  }
 }
 
 #else /* PM_REPORT_RENDER */

@@ -4,7 +4,10 @@
  * events over time; a report must not break on them) but strict about the
  * ones it uses: a known event with a missing or mistyped field is an error
  * naming its line, because a report built on a silently skipped record
- * would lie.  See docs/report.md for the events and how they are used.
+ * would lie.  The run's timeline is the controller's clock (every
+ * record's "t"); ranks' own clocks only place their events, and a rank
+ * whose clock is off is moved onto the controller's and named in a
+ * warning.  See docs/report.md for the events and how they are used.
  */
 #include "report/model.h"
 
@@ -30,6 +33,7 @@ static int model_grow(void **p, size_t *cap, size_t n, size_t elem) {
   *cap = nc;
   return 0;
 }
+#define MODEL_DECLS_MAX 1024 /* phases kept per rank, as the intake does */
 #define GROW(arr, n, cap) model_grow((void **)&(arr), &(cap), (n), sizeof *(arr))
 
 /* ---- reading fields ---------------------------------------------------- */
@@ -133,9 +137,22 @@ static int model_rank_find(model_run *m, int launch, unsigned rank, int create) 
   k->launch = launch;
   k->rank = rank;
   k->node = -1;
-  k->phase = -1;
   k->init_begin_s = k->init_end_s = k->first_pi_begin_s = NAN;
+  k->clock_min_s = k->clock_max_s = k->clock_lead_s = NAN;
   return (int)m->n_ranks++;
+}
+
+/* The phase of a rank's PI at iteration iter (model_rank.decls); -1
+ * before any declared phase. */
+static int model_phase_of(const model_rank *k, uint64_t iter) {
+  int best = -1;
+  uint64_t best_first = 0;
+  for (size_t i = 0; i < k->n_decls; i++)
+    if (k->decls[i].first_iter <= iter && (best < 0 || k->decls[i].first_iter >= best_first)) {
+      best = k->decls[i].phase;
+      best_first = k->decls[i].first_iter;
+    }
+  return best;
 }
 
 static int model_phase_intern(model_run *m, const char *name) {
@@ -155,6 +172,15 @@ static void model_seen(model_run *m, int rank_idx, double t_s) {
 
 static void model_t0(model_run *m, double t_s) {
   if (isfinite(t_s) && !(m->t0_s <= t_s)) m->t0_s = t_s;
+}
+
+/* A rank stamped [b, e] with its own clock in a record the controller
+ * received at t_s (its clock): e - t_s <= the rank clock's offset, since
+ * nothing is received before it happens. */
+static void model_clock(model_rank *k, double b, double e, double t_s) {
+  if (!(k->clock_min_s <= b)) k->clock_min_s = b;
+  if (!(k->clock_max_s >= e)) k->clock_max_s = e;
+  if (!(k->clock_lead_s >= e - t_s)) k->clock_lead_s = e - t_s;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -229,7 +255,7 @@ static int model_ev_rank(model_reader *r, json_object *rec, const char *ev, doub
     if (GROW(m->pis, m->n_pis, m->cap_pis)) return PM_ENOMEM;
     model_pi *p = &m->pis[m->n_pis++];
     p->rank_idx = ki;
-    p->phase = k->phase;
+    p->phase = model_phase_of(k, iter);
     p->iter = iter;
     p->t_begin_s = (double)tb / 1e9;
     p->wall_s = (double)wall / 1e9;
@@ -238,24 +264,28 @@ static int model_ev_rank(model_reader *r, json_object *rec, const char *ev, doub
     p->comm_s = (double)comm / 1e9;
     p->samples = isfinite(samples) ? samples : 0;
     if (!isfinite(k->first_pi_begin_s)) k->first_pi_begin_s = p->t_begin_s;
-    model_t0(m, p->t_begin_s);
-    model_seen(m, ki, p->t_end_s);
+    model_clock(k, p->t_begin_s, p->t_end_s, t);
+    model_seen(m, ki, t);
     return 0;
   }
   if (!strcmp(ev, "phase")) {
     char name[MODEL_NAME_MAX];
     if ((rc = model_str(r, rec, ev, "name", 1, name, sizeof name))) return rc;
+    uint64_t first = 0;
+    if ((rc = model_uint(r, rec, ev, "first_iter", UINT64_MAX, &first))) return rc;
     int pi = model_phase_intern(m, name);
     if (pi < 0) return pi;
-    k->phase = pi;
+    if (k->n_decls == MODEL_DECLS_MAX) return 0; /* the intake's cap too */
+    if (GROW(k->decls, k->n_decls, k->cap_decls)) return PM_ENOMEM;
+    k->decls[k->n_decls++] = (struct model_decl){first, pi};
     return 0;
   }
   /* the rest carry the rank's own clock */
   if ((rc = model_uint(r, rec, ev, "t_ns", NS_MAX, &v))) return rc;
   double ts = (double)v / 1e9;
+  model_clock(k, ts, ts, t);
   if (!strcmp(ev, "init_begin")) {
     k->init_begin_s = ts;
-    model_t0(m, ts);
   } else if (!strcmp(ev, "init_end")) {
     k->init_end_s = ts;
   } else if (!strcmp(ev, "epoch")) {
@@ -267,9 +297,9 @@ static int model_ev_rank(model_reader *r, json_object *rec, const char *ev, doub
     uint64_t it;
     if ((rc = model_uint(r, rec, ev, "iter", UINT64_MAX, &it))) return rc;
     if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
-    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, ts, it, 1};
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, ts, it, 1, ki};
   }
-  model_seen(m, ki, ts);
+  model_seen(m, ki, t);
   return 0;
 }
 
@@ -412,7 +442,7 @@ static int model_cb(json_object *rec, void *ud) {
   static const char *const known[] = {
       "node_request", "node_booted", "node_staged", "node_ready", "node_terminated",
       "hello", "pi", "phase", "init_begin", "init_end", "epoch", "checkpoint",
-      "launch", "relaunch", "decision", "stop_request", "switch_done", "run_end",
+      "run_start", "launch", "relaunch", "decision", "stop_request", "switch_done", "run_end",
       "intake_listen", "node_lost", "node_lost_recovered",
       "finalize", "disconnect", NULL};
   int k = 0;
@@ -423,14 +453,14 @@ static int model_cb(json_object *rec, void *ud) {
   if (rc) return rc;
   m->known_records++;
   if (t > r->last_t_s || !isfinite(r->last_t_s)) r->last_t_s = t;
+  model_t0(m, t);
   if (!strcmp(ev, "node_lost")) return model_ev_node_lost(r, rec, t);
   if (!strcmp(ev, "node_lost_recovered")) return model_ev_node_recovered(r, rec, t);
   if (!strncmp(ev, "node_", 5)) return model_ev_node(r, rec, ev, t);
-  model_t0(m, t);
   if (!strcmp(ev, "checkpoint") && !json_object_object_get_ex(rec, "rank", NULL)) {
     /* the controller's own note of a checkpoint (no rank): t is enough */
     if (GROW(m->ckpts, m->n_ckpts, m->cap_ckpts)) return PM_ENOMEM;
-    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, t, 0, 0};
+    m->ckpts[m->n_ckpts++] = (model_ckpt){r->cur_launch, t, 0, 0, -1};
     return 0;
   }
   if (!strcmp(ev, "hello") || !strcmp(ev, "pi") || !strcmp(ev, "phase") ||
@@ -467,7 +497,59 @@ static int model_cb(json_object *rec, void *ud) {
     m->end_s = t;
     m->has_run_end = 1;
   }
-  return 0; /* intake_listen, finalize, disconnect: only their time */
+  return 0; /* run_start, intake_listen, finalize, disconnect: only their time */
+}
+
+#define MODEL_CLOCK_SLACK_S 2.0 /* how far outside the run a rank's time may be */
+
+static _Thread_local char model_warn_buf[2048];
+
+/* A rank with a time of its own outside the run's span (give or take the
+ * slack) has a clock that is off: all its times are moved back by its
+ * lead over the controller's receive times, which puts them on the
+ * controller's clock within the delivery delay, and it is named in the
+ * warning.  Ranks inside the span keep their own times, more precise
+ * than receive times for durations.  Returns the joined warnings. */
+static const char *model_clocks(model_run *m, const char *reader_warn) {
+  char *w = model_warn_buf;
+  size_t cap = sizeof model_warn_buf, len = 0, more = 0;
+  w[0] = '\0';
+  if (reader_warn) {
+    snprintf(w, cap, "%s", reader_warn);
+    len = strlen(w);
+  }
+  double lo = m->t0_s - MODEL_CLOCK_SLACK_S, hi = m->end_s + MODEL_CLOCK_SLACK_S;
+  for (size_t i = 0; i < m->n_ranks; i++) {
+    model_rank *k = &m->ranks[i];
+    if (!isfinite(k->clock_lead_s) || (k->clock_min_s >= lo && k->clock_max_s <= hi)) continue;
+    double fix = k->clock_lead_s;
+    k->clock_fix_s = fix;
+    k->init_begin_s -= fix;
+    k->init_end_s -= fix;
+    k->first_pi_begin_s -= fix;
+    m->n_clock_fixed++;
+    char one[MODEL_NAME_MAX + 200];
+    int n = snprintf(one, sizeof one, "%srank %u (launch %d) on node %s: clock differs by "
+                     "~%+.1f s from the controller; its times were moved by that",
+                     len ? "; " : "", k->rank, k->launch, model_rank_node(m, (int)i), fix);
+    if (n > 0 && len + (size_t)n + 40 < cap) {
+      memcpy(w + len, one, (size_t)n + 1);
+      len += (size_t)n;
+    } else {
+      more++;
+    }
+  }
+  if (more) snprintf(w + len, cap - len, "; and %zu more ranks", more);
+  for (size_t i = 0; m->n_clock_fixed && i < m->n_pis; i++) {
+    double fix = m->ranks[m->pis[i].rank_idx].clock_fix_s;
+    m->pis[i].t_begin_s -= fix;
+    m->pis[i].t_end_s -= fix;
+  }
+  for (size_t i = 0; m->n_clock_fixed && i < m->n_epochs; i++)
+    m->epochs[i].t_s -= m->ranks[m->epochs[i].rank_idx].clock_fix_s;
+  for (size_t i = 0; m->n_clock_fixed && i < m->n_ckpts; i++)
+    if (m->ckpts[i].rank_idx >= 0) m->ckpts[i].t_s -= m->ranks[m->ckpts[i].rank_idx].clock_fix_s;
+  return w[0] ? w : NULL;
 }
 
 int model_load(const char *run_dir, model_run *m, const char **warn, char *err,
@@ -477,7 +559,10 @@ int model_load(const char *run_dir, model_run *m, const char **warn, char *err,
   err[0] = '\0';
   model_reader r = {.m = m, .pending_fault = -1, .last_t_s = NAN, .err = err, .cap = cap};
   long bad = 0;
-  int rc = journal_read(run_dir, model_cb, &r, &bad, warn);
+  const char *reader_warn = NULL;
+  if (warn) *warn = NULL;
+  int rc = journal_read(run_dir, model_cb, &r, &bad, &reader_warn);
+  if (warn) *warn = reader_warn;
   if (rc == PM_ENOENT) {
     snprintf(err, cap, "%s/journal.jsonl: no such file (is %s a run directory?)", run_dir, run_dir);
     return rc;
@@ -496,17 +581,17 @@ int model_load(const char *run_dir, model_run *m, const char **warn, char *err,
              "not a Paramount journal", run_dir, m->records);
     return PM_EPARSE;
   }
-  if (!m->has_run_end) m->end_s = r.last_t_s;
-  for (size_t i = 0; i < m->n_pis; i++)
-    if (m->pis[i].t_end_s > m->end_s && !m->has_run_end) m->end_s = m->pis[i].t_end_s;
-  if (!isfinite(m->t0_s)) m->t0_s = m->end_s;
+  if (!m->has_run_end) m->end_s = r.last_t_s; /* t0_s: set by every known record */
   if (m->n_launches == 0) m->n_launches = 1;
+  const char *w = model_clocks(m, reader_warn);
+  if (warn) *warn = w;
   return 0;
 }
 
 void model_free(model_run *m) {
   if (!m) return;
   free(m->nodes);
+  for (size_t i = 0; i < m->n_ranks; i++) free(m->ranks[i].decls);
   free(m->ranks);
   free(m->pis);
   free(m->epochs);

@@ -3,7 +3,8 @@
  * decisions and switches, plus the figures derived from them.
  *
  * Internal to src/report.  Times are Unix seconds (NaN when the journal
- * does not say); strings are copied, capped at MODEL_NAME_MAX.
+ * does not say) on the controller's clock, except where a rank's own clock
+ * is said; strings are copied, capped at MODEL_NAME_MAX.
  */
 #ifndef PM_REPORT_MODEL_H
 #define PM_REPORT_MODEL_H
@@ -27,9 +28,17 @@ typedef struct {
   int launch;
   unsigned rank;
   int node; /* index into nodes, -1 when no hello named it */
-  int phase; /* current phase index while reading, -1: default */
+  /* Its declared phases: a PI belongs to the one that starts latest at
+   * or before its iteration (the later declaration on a tie). */
+  struct model_decl { uint64_t first_iter; int phase; } *decls;
+  size_t n_decls, cap_decls;
   double init_begin_s, init_end_s;
   double first_pi_begin_s;
+  /* Its own clock against the controller's: the range of the times it
+   * stamped, and its lead, max(its time - the controller's receive time),
+   * a lower bound of its clock's offset.  NaN: no record of its clock. */
+  double clock_min_s, clock_max_s, clock_lead_s;
+  double clock_fix_s; /* subtracted from its times after loading, 0: none */
 } model_rank;
 
 typedef struct {
@@ -51,6 +60,7 @@ typedef struct {
   double t_s;
   uint64_t iter;
   int from_rank; /* a rank's CHECKPOINT (iter is real), not a controller note */
+  int rank_idx;  /* its rank when from_rank, else -1 */
 } model_ckpt;
 
 typedef struct {
@@ -142,8 +152,12 @@ typedef struct {
   double *launch_t_s; size_t cap_launch;
   double *done_setup_s; size_t n_done, cap_done; /* switch_done setup_s */
   long records, known_records;
-  double t0_s, end_s; /* first known event, run end (run_end or last) */
+  /* The run's span on the controller's clock: its first record's "t"
+   * (or a node's requested_s), and run_end's "t", else the last "t".
+   * Ranks' own clocks never move them. */
+  double t0_s, end_s;
   int has_run_end;
+  size_t n_clock_fixed; /* ranks whose clock was off and whose times were moved */
   /* derived by model_derive */
   model_switch *switches; size_t n_switches;
   model_type *types; size_t n_types;
@@ -152,9 +166,12 @@ typedef struct {
 } model_run;
 
 /* Loads run_dir/journal.jsonl into *m (zeroed first).  On error returns a
- * negative PM_E* with a one-line reason naming the line in err; *warn gets
- * the journal reader's warning, if any.  m is freed with model_free
- * whatever the outcome. */
+ * negative PM_E* with a one-line reason naming the line in err.  *warn
+ * (optional) gets NULL or the warnings, joined: the journal reader's
+ * (a torn last record) and one per rank whose clock was off ("rank 1
+ * (launch 0) on node n2: clock differs by ~+3600.0 s ...").  It points to
+ * static thread-local storage, valid until the next model_load in the same
+ * thread.  m is freed with model_free whatever the outcome. */
 int model_load(const char *run_dir, model_run *m, const char **warn,
                char *err, size_t cap);
 
