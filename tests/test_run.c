@@ -48,7 +48,7 @@ TEST(config_full_schema_and_defaults) {
                  "  checkpoint_dir: ckpt\n"
                  "policy:\n  name: clap-bot\n  objective: min-time\n  budget_usd: 0.5\n"
                  "  min_nodes: 2\n  max_nodes: 4\n  margin: 0.1\n  confidence: 0.9\n"
-                 "  interval_s: 2\n",
+                 "  interval_s: 2\n  early_pis: 6\n  early_margin: 0.3\n",
                  err, sizeof err);
   if (rc) TEST_FAIL_("parse: %s", err);
   ASSERT_STREQ(cfg.catalog, "dir/cat.yaml");
@@ -68,6 +68,8 @@ TEST(config_full_schema_and_defaults) {
   ASSERT_EQ_INT(cfg.min_nodes, 2);
   ASSERT_EQ_INT(cfg.max_nodes, 4);
   ASSERT_NEAR(cfg.interval_s, 2, 0);
+  ASSERT_EQ_INT(cfg.early_pis, 6);
+  ASSERT_NEAR(cfg.early_margin, 0.3, 0);
   rc = parse(CLUSTER "job: {command: [x]}\n", err, sizeof err);
   ASSERT_EQ_INT(rc, 0);
   ASSERT_STREQ(cfg.checkpoint_dir, ""); /* the run directory */
@@ -75,6 +77,11 @@ TEST(config_full_schema_and_defaults) {
   ASSERT_STREQ(cfg.objective, "min-cost");
   ASSERT_NEAR(cfg.margin, 0.05, 0);
   ASSERT_NEAR(cfg.interval_s, 5, 0);
+  ASSERT_EQ_INT(cfg.early_pis, 4);
+  ASSERT_NEAR(cfg.early_margin, 0.2, 0);
+  rc = parse(CLUSTER "policy: {early_pis: 0}\n", err, sizeof err);
+  ASSERT_EQ_INT(rc, 0);
+  ASSERT_EQ_INT(cfg.early_pis, 0); /* the early rule off */
   rc = parse(CLUSTER "policy: {deadline_s: 600}\n", err, sizeof err);
   ASSERT_EQ_INT(rc, 0);
   ASSERT_STREQ(cfg.objective, "min-cost-deadline");
@@ -114,6 +121,9 @@ TEST(config_errors_name_file_line_field) {
       {CLUSTER "policy:\n  confidence: 1.5\n",
        "dir/run.yaml:4: field 'policy.confidence': 1.5 is out of range"},
       {CLUSTER "policy:\n  interval_s: 0\n", "field 'policy.interval_s': 0 is out of range"},
+      {CLUSTER "policy:\n  early_pis: -1\n", "dir/run.yaml:4: field 'policy.early_pis'"},
+      {CLUSTER "policy:\n  early_margin: much\n",
+       "dir/run.yaml:4: field 'policy.early_margin': must be a number"},
       {CLUSTER "policy:\n  max_node: 3\n", "dir/run.yaml:4: field 'policy.max_node': unknown field"},
       {"cluster:\n  - {type: a, count: 0}\n", "dir/run.yaml:2: field 'cluster.count'"},
       {"cluster: [{count: 2}]\n", "dir/run.yaml:1: field 'cluster.type': missing"},

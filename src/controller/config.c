@@ -279,10 +279,16 @@ static int config_policy(config_ctx *c, yaml_node_t *m, run_config *cfg,
       rc = config_num(c, v, "policy.confidence", 0.5, 0.9999, &cfg->confidence);
     } else if (!strcmp(key, "interval_s")) {
       rc = config_num(c, v, "policy.interval_s", 0.1, 86400, &cfg->interval_s);
+    } else if (!strcmp(key, "early_pis")) {
+      rc = config_uint(c, v, "policy.early_pis", 0, 1000, &u);
+      cfg->early_pis = (unsigned)u;
+    } else if (!strcmp(key, "early_margin")) {
+      rc = config_num(c, v, "policy.early_margin", 0, 10, &cfg->early_margin);
     } else {
       rc = config_fail(c, k,
                        "field 'policy.%s': unknown field (known: name, objective, deadline_s, "
-                       "budget_usd, min_nodes, max_nodes, margin, confidence, interval_s)",
+                       "budget_usd, min_nodes, max_nodes, margin, confidence, interval_s, "
+                       "early_pis, early_margin)",
                        key);
     }
     if (rc) return rc;
@@ -329,6 +335,8 @@ static void config_defaults(run_config *cfg) {
   cfg->margin = 0.05;
   cfg->confidence = 0.95;
   cfg->interval_s = 5;
+  cfg->early_pis = 4;
+  cfg->early_margin = 0.2;
 }
 
 int run_config_parse(const char *name, const char *text, size_t len, run_config *cfg,

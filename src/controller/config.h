@@ -83,6 +83,8 @@ typedef struct {
   double margin;         /* relative gain a switch needs */
   double confidence;     /* of the speed estimates' intervals */
   double interval_s;     /* between decisions */
+  unsigned early_pis;    /* the policy's early rule: PIs looked at, 0: off */
+  double early_margin;   /* relative gain the early rule needs */
 } run_config;
 
 /* Reads and validates the file at path into *cfg (caller-owned, large:

@@ -1002,6 +1002,12 @@ static void run_ids(run_ctx *c, const size_t *idx, size_t n, char *buf, size_t c
 static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char *why) {
   run_launch *L = run_cur(c);
   double now = clock_real_s();
+  /* The lost nodes go first: a stopped (hung) daemon on one of them
+   * would keep mpirun deaf to SIGTERM for the whole grace period. */
+  for (size_t i = 0; i < nlost; i++) {
+    run_node_stop(c, &c->nodes[lost[i]]);
+    c->nodes[lost[i]].member = 0;
+  }
   if (!L->exited) run_launch_kill(L);
   run_ckpt_refresh(c);
   run_phases(c, (run_phase_info[POLICY_MAX_PHASES]){0}, POLICY_MAX_PHASES);
@@ -1027,10 +1033,6 @@ static int run_recover(run_ctx *c, const size_t *lost, size_t nlost, const char 
   if (!x->last_pi_s) x->last_pi_s = now;
   if (nlost) run_ids(c, lost, nlost, x->what, sizeof x->what);
   else snprintf(x->what, sizeof x->what, "%s", why);
-  for (size_t i = 0; i < nlost; i++) {
-    run_node_stop(c, &c->nodes[lost[i]]);
-    c->nodes[lost[i]].member = 0;
-  }
   /* Replacements boot while nothing trains: the job is down anyway. */
   size_t before = c->nn;
   int replaced = 1;
@@ -1465,6 +1467,8 @@ static int run_policy_cfg(run_ctx *c) {
   c->pcfg.min_nodes = c->cfg->min_nodes;
   c->pcfg.max_nodes = c->cfg->max_nodes;
   c->pcfg.margin_rel = c->cfg->margin;
+  c->pcfg.early_pis = (int)c->cfg->early_pis;
+  c->pcfg.early_margin_rel = c->cfg->early_margin;
   c->pcfg.steady.confidence = c->cfg->confidence;
   c->pcfg.clapbot_period_s = c->cfg->interval_s;
   return 0;
