@@ -16,8 +16,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPM_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 
 # On a CI machine, node cgroups left by an earlier aborted run hold CPU
-# quota that the local provider would count against new nodes.  Remove
-# those with no process in them (rmdir refuses any that still has one).
+# quota that the local provider would count against new nodes.  The
+# provider now collects those itself (docs/cli.md, `up`), but waits 2
+# minutes before it removes cgroups that a build from before its run
+# registry left; this belt-and-braces removes every empty one at once
+# (rmdir refuses any that still has a process).
 if [[ "${CI:-}" == true ]]; then
   for root in /sys/fs/cgroup/*/paramount /sys/fs/cgroup/*/*/paramount; do
     [[ -d "$root" ]] || continue

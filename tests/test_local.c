@@ -146,6 +146,8 @@ static catalog *test_catalog(const char *dir) {
              "     local: {cpu_fraction: 1.0, memory_limit_mib: 512, boot_delay_s: 0.2}}\n"
              "  - {name: slowboot, price_usd_per_hour: 0.1, vcpus: 2, memory_gib: 4,\n"
              "     local: {cpu_fraction: 0.1, memory_limit_mib: 512, boot_delay_s: 30}}\n"
+             "  - {name: q200, price_usd_per_hour: 0.8, vcpus: 8, memory_gib: 8,\n"
+             "     local: {cpu_fraction: 2.0, memory_limit_mib: 512, boot_delay_s: 0.2}}\n"
              "  - {name: huge, price_usd_per_hour: 9, vcpus: 64, memory_gib: 64,\n"
              "     local: {cpu_fraction: 64, memory_limit_mib: 512, boot_delay_s: 0}}\n");
   catalog *c = NULL;
@@ -847,6 +849,330 @@ TEST(down_refuses_a_non_run) {
   ASSERT_EQ_INT(run_capture(down2, NULL, &out, NULL, NULL), 2);
   ASSERT_CONTAINS(out, "run directory '/nonexistent/run' does not exist");
   free(out);
+}
+
+/* ---- stale node cgroups ----------------------------------------------- */
+
+#define REGISTRY "/run/paramount/runs"
+
+/* Cgroup cases need root and a usable hierarchy; says why they skip. */
+static int cgroups_usable(const char *dir, const catalog *c) {
+  if (!is_root()) {
+    printf("SKIP: needs root for cgroups\n");
+    return 0;
+  }
+  setenv("PARAMOUNT_LOCAL_THROTTLE", "cgroup", 1);
+  char err[1024];
+  provider_opts o = {.run_dir = dir, .cat = c, .paramount_bin = PARAMOUNT};
+  provider *p = NULL;
+  int rc = provider_open("local", &o, &p, err, sizeof err);
+  provider_close(p);
+  if (rc == PM_ENOTSUP) {
+    printf("SKIP: %s\n", err);
+    return 0;
+  }
+  if (rc) TEST_FAIL_("provider_open: %s", err);
+  return 1;
+}
+
+static void rm_rf(const char *path) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("rm", "rm", "-rf", "--", path, (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) || path_exists(path)) TEST_FAIL_("rm -rf %s", path);
+}
+
+/* `paramount up --force` into dir/name with the given cluster lines;
+ * the nodes outlive it, as they outlive a killed controller. */
+static void up_run(const char *dir, const char *name, const char *cluster, char *run,
+                   size_t cap) {
+  char cfg[PATH_MAX], text[512];
+  snprintf(run, cap, "%s/%s", dir, name);
+  snprintf(cfg, sizeof cfg, "%s/%s.yaml", dir, name);
+  snprintf(text, sizeof text, "catalog: cat.yaml\ncluster:\n%s", cluster);
+  write_text(cfg, text);
+  char *up[] = {PARAMOUNT, "up", cfg, "--out", run, "--force", NULL}, *out = NULL;
+  int st = run_capture(up, NULL, &out, NULL, NULL);
+  if (st) TEST_FAIL_("up exited %d:\n%s", st, out);
+  free(out);
+}
+
+/* The run key of a node cgroup path: its parent's name. */
+static void key_of(const char *cg, char *key, size_t cap) {
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", cg);
+  *strrchr(tmp, '/') = '\0';
+  snprintf(key, cap, "%s", strrchr(tmp, '/') + 1);
+}
+
+static void registry_path(const char *key, char *out, size_t cap) {
+  snprintf(out, cap, "%s/%s", REGISTRY, key);
+}
+
+/* Runs p->ops->start with stderr going to a file; *log is malloc'd. */
+static int start_logged(provider *p, const char *type, provider_node *n, const char *dir,
+                        char **log) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/start.log", dir);
+  fflush(stderr);
+  int saved = dup(2), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (saved < 0 || fd < 0) TEST_FAIL_("cannot redirect stderr to %s", path);
+  dup2(fd, 2);
+  close(fd);
+  int rc = p->ops->start(p, type, 1, n);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  if (util_read_file(path, 1 << 20, log, NULL)) TEST_FAIL_("cannot read %s", path);
+  return rc;
+}
+
+/* A run killed and its directory deleted (a test that crashed and was
+ * cleaned up) leaves 2 cores of empty node cgroups.  The next start
+ * collects them: without that, 2 + 0.25 cores would be refused. */
+TEST(stale_cgroups_of_a_deleted_run_are_collected) {
+  char dir[256], a[320], b[320], reg[PATH_MAX], key[128];
+  tmpdir(dir, sizeof dir);
+  catalog *c = test_catalog(dir);
+  if (!cgroups_usable(dir, c)) return;
+  up_run(dir, "a", "  - {type: q100, count: 2}\n", a, sizeof a);
+  char cgs[2][3][PATH_MAX];
+  int ncg[2] = {node_cgroups(a, "n1", cgs[0]), node_cgroups(a, "n2", cgs[1])};
+  ASSERT(ncg[0] >= 1 && ncg[1] == ncg[0]);
+  key_of(cgs[0][0], key, sizeof key);
+  registry_path(key, reg, sizeof reg);
+  json_object *o = json_object_from_file(reg), *v;
+  ASSERT(o && json_object_object_get_ex(o, "run_dir", &v));
+  ASSERT_STREQ(json_object_get_string(v), a); /* the key's run directory */
+  json_object_put(o);
+  rm_rf(a);
+  snprintf(b, sizeof b, "%s/b", dir);
+  ASSERT_EQ_INT(mkdir(b, 0755), 0);
+  provider *p = open_local(b, c, 0);
+  provider_node n;
+  char *log = NULL;
+  int rc = start_logged(p, "q25", &n, dir, &log);
+  if (rc == PM_ENOSPC)
+    printf("host busy with other runs, start refused: %s\n", p->err); /* still collected */
+  else if (rc)
+    TEST_FAIL_("start after a deleted run: %s", p->err);
+  for (int i = 0; i < 2; i++)
+    for (int k = 0; k < ncg[i]; k++)
+      if (path_exists(cgs[i][k])) TEST_FAIL_("stale cgroup %s survived", cgs[i][k]);
+  char parent[PATH_MAX];
+  snprintf(parent, sizeof parent, "%s", cgs[0][0]);
+  *strrchr(parent, '/') = '\0';
+  ASSERT(!path_exists(parent)); /* the run's level went too */
+  ASSERT(!path_exists(reg));    /* and its registry entry */
+  /* Logged once per node, with run key and node id. */
+  char want[256];
+  for (int i = 1; i <= 2; i++) {
+    snprintf(want, sizeof want, "collected node n%d of run %s: its run directory", i, key);
+    ASSERT_CONTAINS(log, want);
+    ASSERT(!strstr(strstr(log, want) + 1, want));
+  }
+  printf("%s", log);
+  free(log);
+  if (rc == 0) {
+    /* The new run is registered while it has nodes, and leaves with them. */
+    char bcg[3][PATH_MAX], bkey[128], breg[PATH_MAX];
+    node_cgroups(b, n.id, bcg);
+    key_of(bcg[0], bkey, sizeof bkey);
+    registry_path(bkey, breg, sizeof breg);
+    ASSERT(path_exists(breg));
+    stop_all(p);
+    ASSERT(!path_exists(bcg[0]));
+    ASSERT(!path_exists(breg));
+  }
+  provider_close(p);
+  catalog_free(c);
+}
+
+/* Nodes of a run whose directory is still there stay, empty as they are
+ * (booted and idle, started by `up` with no controller left), and count;
+ * one its record says failed (a teardown that left its cgroup) goes. */
+TEST(live_run_cgroups_are_not_collected) {
+  char dir[256], a[320], b[320], reg[PATH_MAX], key[128];
+  tmpdir(dir, sizeof dir);
+  catalog *c = test_catalog(dir);
+  if (!cgroups_usable(dir, c)) return;
+  up_run(dir, "a", "  - {type: q100, count: 2}\n", a, sizeof a);
+  char cgs[2][3][PATH_MAX];
+  int ncg[2] = {node_cgroups(a, "n1", cgs[0]), node_cgroups(a, "n2", cgs[1])};
+  key_of(cgs[0][0], key, sizeof key);
+  registry_path(key, reg, sizeof reg);
+  snprintf(b, sizeof b, "%s/b", dir);
+  ASSERT_EQ_INT(mkdir(b, 0755), 0);
+  provider *p = open_local(b, c, 0);
+  provider_node n;
+  char *log = NULL;
+  ASSERT_EQ_INT(start_logged(p, "q25", &n, dir, &log), PM_ENOSPC);
+  ASSERT_CONTAINS(p->err, "refusing to start 1 x q25");
+  double held = 0;
+  const char *h = strstr(p->err, "already hold ");
+  ASSERT(h && sscanf(h + 13, "%lf", &held) == 1);
+  ASSERT_OP_DBL(held, >=, 2.0 - 1e-6); /* run a's two cores count */
+  ASSERT(!strstr(log, "collected"));
+  free(log);
+  for (int i = 0; i < 2; i++)
+    for (int k = 0; k < ncg[i]; k++)
+      if (!path_exists(cgs[i][k])) TEST_FAIL_("live cgroup %s was removed", cgs[i][k]);
+  /* n1's record says failed: it is collected; n2 stays. */
+  char rec[PATH_MAX];
+  snprintf(rec, sizeof rec, "%s/nodes/n1/node.json", a);
+  json_object *o = json_object_from_file(rec);
+  ASSERT(o);
+  json_object_object_add(o, "state", json_object_new_string("failed"));
+  ASSERT_EQ_INT(json_object_to_file(rec, o), 0);
+  json_object_put(o);
+  provider_close(p);
+  p = open_local(b, c, 1);
+  ASSERT_EQ_INT(start_logged(p, "q25", &n, dir, &log), 0);
+  char want[PATH_MAX];
+  snprintf(want, sizeof want, "collected node n1 of run %s: its record in %s says failed", key,
+           a);
+  ASSERT_CONTAINS(log, want);
+  ASSERT(!strstr(log, "collected node n2"));
+  free(log);
+  for (int k = 0; k < ncg[0]; k++) ASSERT(!path_exists(cgs[0][k]));
+  for (int k = 0; k < ncg[1]; k++) ASSERT(path_exists(cgs[1][k]));
+  ASSERT(path_exists(reg));
+  stop_all(p);
+  provider_close(p);
+  /* `down` of the run takes its last node and its registry entry. */
+  char err[512];
+  ASSERT_EQ_INT(provider_local_down(a, NULL, NULL, err, sizeof err), 0);
+  for (int k = 0; k < ncg[1]; k++) ASSERT(!path_exists(cgs[1][k]));
+  ASSERT(!path_exists(reg));
+  catalog_free(c);
+}
+
+/* A stale node that still runs a process is left alone (nothing of
+ * another run is killed) and the refusal says whose cores they are; once
+ * the process ends, the next start collects it. */
+TEST(held_stale_cgroup_is_kept_and_named) {
+  char dir[256], a[320], b[320], reg[PATH_MAX], key[128];
+  tmpdir(dir, sizeof dir);
+  catalog *c = test_catalog(dir);
+  if (!cgroups_usable(dir, c)) return;
+  up_run(dir, "a", "  - {type: q200, count: 1}\n  - {type: q25, count: 1}\n", a, sizeof a);
+  char cgs[2][3][PATH_MAX];
+  int ncg[2] = {node_cgroups(a, "n1", cgs[0]), node_cgroups(a, "n2", cgs[1])};
+  key_of(cgs[0][0], key, sizeof key);
+  registry_path(key, reg, sizeof reg);
+  pid_t sl = fork();
+  if (sl == 0) {
+    char *argv[] = {PARAMOUNT, "node-exec", "--run", a, "n1", "--", "/bin/sleep", "120", NULL};
+    setsid();
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  char procs[PATH_MAX + 16], want[64];
+  snprintf(procs, sizeof procs, "%s/cgroup.procs", cgs[0][0]);
+  snprintf(want, sizeof want, "%ld\n", (long)sl);
+  int in = 0;
+  for (int i = 0; i < 250 && !in; i++) {
+    char *t = NULL;
+    if (util_read_file(procs, 1 << 16, &t, NULL) == 0 && strstr(t, want)) in = 1;
+    free(t);
+    if (!in) usleep(20000);
+  }
+  if (!in) {
+    kill(sl, SIGKILL);
+    TEST_FAIL_("the sleeper never entered %s", cgs[0][0]);
+  }
+  rm_rf(a);
+  snprintf(b, sizeof b, "%s/b", dir);
+  ASSERT_EQ_INT(mkdir(b, 0755), 0);
+  provider *p = open_local(b, c, 0);
+  provider_node n;
+  char *log = NULL;
+  int rc = start_logged(p, "q25", &n, dir, &log);
+  printf("refusal: %s\n", p->err);
+  int alive = kill(sl, 0) == 0;
+  if (rc != PM_ENOSPC || !alive) kill(sl, SIGKILL);
+  ASSERT_EQ_INT(rc, PM_ENOSPC); /* 2 cores held + 0.25 > 2 */
+  ASSERT(alive);
+  char named[1024];
+  snprintf(named, sizeof named, "node n1 of run %s (its run directory %s is gone)", key, a);
+  ASSERT_CONTAINS(p->err, named);
+  ASSERT_CONTAINS(p->err, "still runs processes on 2.00 cores");
+  ASSERT_CONTAINS(p->err, procs);
+  ASSERT_CONTAINS(p->err, "`paramount down RUN`");
+  ASSERT_CONTAINS(log, "is stale");
+  free(log);
+  for (int k = 0; k < ncg[0]; k++) ASSERT(path_exists(cgs[0][k]));
+  for (int k = 0; k < ncg[1]; k++) ASSERT(!path_exists(cgs[1][k])); /* n2 was empty */
+  ASSERT(path_exists(reg));
+  /* The process ends: the next start collects n1. */
+  kill(sl, SIGKILL);
+  int st;
+  ASSERT_EQ_INT(waitpid(sl, &st, 0), sl);
+  provider_close(p);
+  p = open_local(b, c, 1);
+  ASSERT_EQ_INT(start_logged(p, "q25", &n, dir, &log), 0);
+  snprintf(named, sizeof named, "collected node n1 of run %s", key);
+  ASSERT_CONTAINS(log, named);
+  free(log);
+  for (int k = 0; k < ncg[0]; k++) ASSERT(!path_exists(cgs[0][k]));
+  ASSERT(!path_exists(reg));
+  stop_all(p);
+  provider_close(p);
+  catalog_free(c);
+}
+
+/* Cgroups no registry entry explains (left by a build from before the
+ * registry) are collected once empty and old enough, never while new:
+ * such a build may be creating them right now. */
+TEST(unregistered_cgroups_collected_after_grace) {
+  char dir[256], b[320];
+  tmpdir(dir, sizeof dir);
+  catalog *c = test_catalog(dir);
+  if (!cgroups_usable(dir, c)) return;
+  snprintf(b, sizeof b, "%s/b", dir);
+  ASSERT_EQ_INT(mkdir(b, 0755), 0);
+  provider *p = open_local(b, c, 1);
+  provider_node n;
+  start_ready(p, "q25", &n);
+  char bcg[3][PATH_MAX];
+  int nb = node_cgroups(b, n.id, bcg);
+  /* An old run under every base: n1 an hour old, n2 just made. */
+  char key[64], old[3][PATH_MAX + 96], young[3][PATH_MAX + 96], kd[3][PATH_MAX + 80];
+  snprintf(key, sizeof key, "oldbuild%ld-00c0ffee", (long)getpid());
+  for (int i = 0; i < nb; i++) {
+    char base[PATH_MAX];
+    memcpy(base, bcg[i], strlen(bcg[i]) + 1);
+    *strrchr(base, '/') = '\0';
+    *strrchr(base, '/') = '\0';
+    snprintf(kd[i], sizeof kd[i], "%s/%s", base, key);
+    snprintf(old[i], sizeof old[i], "%s/%s/n1", base, key);
+    snprintf(young[i], sizeof young[i], "%s/%s/n2", base, key);
+    ASSERT_EQ_INT(mkdir(kd[i], 0755), 0);
+    ASSERT_EQ_INT(mkdir(old[i], 0755), 0);
+    ASSERT_EQ_INT(mkdir(young[i], 0755), 0);
+    struct timespec ts[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+    ASSERT_EQ_INT(utimensat(AT_FDCWD, old[i], ts, 0), 0);
+  }
+  char *log = NULL;
+  ASSERT_EQ_INT(start_logged(p, "q25", &n, dir, &log), 0);
+  char want[256];
+  snprintf(want, sizeof want, "collected node n1 of run %s: run key unknown to " REGISTRY, key);
+  ASSERT_CONTAINS(log, want);
+  ASSERT(!strstr(log, "collected node n2"));
+  free(log);
+  for (int i = 0; i < nb; i++) {
+    if (path_exists(old[i])) TEST_FAIL_("old unregistered %s survived", old[i]);
+    if (!path_exists(young[i])) TEST_FAIL_("young unregistered %s was removed", young[i]);
+    rmdir(young[i]);
+    rmdir(kd[i]);
+  }
+  stop_all(p);
+  provider_close(p);
+  catalog_free(c);
 }
 
 /* Last: whatever a failed case left (nodes, cgroups, directories). */

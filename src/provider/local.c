@@ -8,7 +8,9 @@
  * Every fact about a node is on disk (RUN/nodes/<id>/node.json, written
  * atomically, and the run's journal, written before anything is created),
  * so a process that never started the node (`paramount down` after the
- * controller was SIGKILLed) can find and remove everything it had.
+ * controller was SIGKILLed) can find and remove everything it had.  A
+ * host-wide registry of runs (/run/paramount/runs) lets any later start
+ * collect the empty node cgroups of a run whose directory was deleted.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -50,6 +52,16 @@
 #define LOCAL_REC_MAX (64 * 1024)  /* largest node.json we read */
 #define LOCAL_ENVIRON_MAX (256 * 1024)
 #define LOCAL_KILL_TIMEOUT_S 10.0
+/* The host's registry of runs that have node cgroups: run key -> run
+ * directory (see "the run registry" below).  Under /run, which is empty
+ * after a reboot exactly like cgroupfs. */
+#define LOCAL_REG_DIR "/run/paramount/runs"
+#define LOCAL_REG_MAX (64 * 1024) /* largest registry entry we read */
+#define LOCAL_REG_BASES 16        /* cgroup bases one entry remembers */
+/* A node cgroup no registry entry explains (made by a build from before
+ * the registry) is collected once empty and this old: such a build may
+ * be creating it right now and not yet have put a process in it. */
+#define LOCAL_UNREG_GRACE_S 120.0
 
 typedef enum { THR_CGROUP_V1, THR_CGROUP_V2, THR_DUTYCYCLE } local_throttle;
 
@@ -607,38 +619,378 @@ static int local_cg_create(const local_cg_env *e, const char *run_key,
   return 0;
 }
 
-/* Host cores already promised to nodes: every paramount cgroup on the
- * host (all runs), plus this run's duty-cycled nodes. */
-static double local_cores_in_use(const local_impl *li) {
-  double sum = 0;
-  if (li->cg.mode != THR_DUTYCYCLE) {
-    DIR *runs = opendir(li->cg.base[0]);
-    struct dirent *rd;
-    while (runs && (rd = readdir(runs))) {
-      if (rd->d_name[0] == '.') continue;
-      char rp[PATH_MAX * 2];
-      snprintf(rp, sizeof rp, "%s/%s", li->cg.base[0], rd->d_name);
-      DIR *nodes = opendir(rp);
-      struct dirent *nd;
-      while (nodes && (nd = readdir(nodes))) {
-        if (nd->d_name[0] == '.') continue;
-        char f[PATH_MAX * 3], buf[128];
-        long quota = -1, period = LOCAL_PERIOD_US;
-        if (li->cg.mode == THR_CGROUP_V1) {
-          snprintf(f, sizeof f, "%s/%s/cpu.cfs_quota_us", rp, nd->d_name);
-          if (local_read_small(f, buf, sizeof buf) > 0) quota = atol(buf);
-          snprintf(f, sizeof f, "%s/%s/cpu.cfs_period_us", rp, nd->d_name);
-          if (local_read_small(f, buf, sizeof buf) > 0) period = atol(buf);
-        } else {
-          snprintf(f, sizeof f, "%s/%s/cpu.max", rp, nd->d_name);
-          if (local_read_small(f, buf, sizeof buf) > 0 && isdigit((unsigned char)buf[0]))
-            sscanf(buf, "%ld %ld", &quota, &period);
-        }
-        if (quota > 0 && period > 0) sum += (double)quota / (double)period;
-      }
-      if (nodes) closedir(nodes);
+/* ---- the run registry and stale node cgroups ------------------------- */
+
+/* A node cgroup is .../paramount/<run key>/<id>, and a key alone does not
+ * say where its run directory is.  So before a run's first node cgroup
+ * exists, the run writes LOCAL_REG_DIR/<key>: its run directory and every
+ * cgroup base its nodes are made under (each process nests nodes below
+ * its own cgroup, so the bases of one run's processes can differ).  /run
+ * and cgroupfs both start empty at boot: the registry never outlives the
+ * cgroups it describes.  Whoever counts the cores in use removes the
+ * empty node cgroups whose run is gone; one that still holds a process is
+ * never touched (rmdir would refuse it anyway) and nothing is killed. */
+typedef struct {
+  char run_dir[PATH_MAX];
+  int nbase;
+  char base[LOCAL_REG_BASES][PATH_MAX];
+} local_reg;
+
+/* What counting found: the quotas of the node cgroups that stay, and the
+ * stale ones that could not go because processes still run in them. */
+typedef struct {
+  double cores;
+  unsigned held;
+  char held_why[640]; /* "node n1 of run K (...) ...; ...", for the refusal */
+} local_usage;
+
+/* Key/id pairs already judged: a node shows up once per hierarchy. */
+typedef struct {
+  char (*v)[160];
+  size_t n, cap;
+} local_seen;
+
+/* A run key as local_run_key makes it: letters, digits, '-', '.', '_',
+ * then '-' and 8 lowercase hex digits.  Every key read from cgroupfs or
+ * the registry is checked before it becomes part of a path. */
+static int local_key_valid(const char *key) {
+  size_t n = strlen(key);
+  if (n < 10 || n >= 128) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)key[i]) && !strchr("-._", key[i])) return 0;
+  if (key[n - 9] != '-') return 0;
+  for (size_t i = n - 8; i < n; i++)
+    if (!isdigit((unsigned char)key[i]) && !(key[i] >= 'a' && key[i] <= 'f')) return 0;
+  return 1;
+}
+
+/* Only ever rmdir inside a cgroup tree we could have made. */
+static int local_cg_base_valid(const char *s) {
+  size_t n = strlen(s), t = strlen("/paramount");
+  return n >= strlen("/sys/fs/cgroup/paramount") && n < PATH_MAX &&
+         !strncmp(s, "/sys/fs/cgroup/", 15) && !strcmp(s + n - t, "/paramount") &&
+         !strstr(s, "/../") && !strstr(s, "/./") && !strstr(s, "//");
+}
+
+static int local_run_gone(const char *run_dir) {
+  struct stat st;
+  return stat(run_dir, &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
+/* Reads key's registry entry.  PM_ENOENT: none; PM_ECORRUPT: one not to
+ * trust (bad JSON, a base outside cgroupfs, or a run directory whose key
+ * is not this one). */
+static int local_reg_load(const char *key, local_reg *g) {
+  char path[PATH_MAX], k2[128], *text = NULL;
+  g->run_dir[0] = '\0';
+  g->nbase = 0;
+  local_fmt(path, sizeof path, "%s/%s", LOCAL_REG_DIR, key);
+  int rc = util_read_file(path, LOCAL_REG_MAX, &text, NULL);
+  if (rc) return rc == PM_ENOENT ? PM_ENOENT : PM_ECORRUPT;
+  json_object *o = json_tokener_parse(text), *arr;
+  free(text);
+  rc = PM_ECORRUPT;
+  const char *run = o ? local_js(o, "run_dir") : NULL;
+  if (!run || run[0] != '/' || strlen(run) >= sizeof g->run_dir) goto done;
+  local_run_key(run, k2, sizeof k2);
+  if (strcmp(k2, key)) goto done;
+  if (json_object_object_get_ex(o, "cgroup_bases", &arr) &&
+      json_object_is_type(arr, json_type_array)) {
+    size_t n = json_object_array_length(arr);
+    for (size_t i = 0; i < n && g->nbase < LOCAL_REG_BASES; i++) {
+      json_object *b = json_object_array_get_idx(arr, i);
+      const char *s = json_object_is_type(b, json_type_string) ? json_object_get_string(b) : NULL;
+      if (!s || !local_cg_base_valid(s)) goto done;
+      snprintf(g->base[g->nbase++], PATH_MAX, "%s", s);
     }
-    if (runs) closedir(runs);
+  }
+  snprintf(g->run_dir, sizeof g->run_dir, "%s", run);
+  rc = 0;
+done:
+  json_object_put(o);
+  if (rc) g->nbase = 0;
+  return rc;
+}
+
+/* Makes sure the registry maps this run's key to its directory and names
+ * this process's cgroup bases.  Called under the run's lock, before the
+ * node's cgroups exist, so no collector ever sees them unregistered. */
+static int local_reg_add(const local_impl *li, char *err, size_t cap) {
+  local_reg *g = malloc(sizeof *g);
+  if (!g) return local_err(err, cap, PM_ENOMEM, "out of memory");
+  int dirty = local_reg_load(li->run_key, g) != 0 || strcmp(g->run_dir, li->run_dir);
+  if (dirty) {
+    g->nbase = 0;
+    snprintf(g->run_dir, sizeof g->run_dir, "%s", li->run_dir);
+  }
+  for (int i = 0; i < li->cg.nh; i++) {
+    int have = 0;
+    for (int k = 0; k < g->nbase; k++)
+      if (!strcmp(g->base[k], li->cg.base[i])) have = 1;
+    if (have || !local_cg_base_valid(li->cg.base[i])) continue;
+    if (g->nbase == LOCAL_REG_BASES) { /* the oldest base goes */
+      memmove(g->base[0], g->base[1], (LOCAL_REG_BASES - 1) * sizeof g->base[0]);
+      g->nbase--;
+    }
+    snprintf(g->base[g->nbase++], PATH_MAX, "%s", li->cg.base[i]);
+    dirty = 1;
+  }
+  int rc = 0;
+  if (dirty) {
+    char path[PATH_MAX];
+    local_fmt(path, sizeof path, "%s/%s", LOCAL_REG_DIR, li->run_key);
+    json_object *o = json_object_new_object(), *arr = json_object_new_array();
+    json_object_object_add(o, "run_dir", json_object_new_string(g->run_dir));
+    for (int k = 0; k < g->nbase; k++)
+      json_object_array_add(arr, json_object_new_string(g->base[k]));
+    json_object_object_add(o, "cgroup_bases", arr);
+    const char *s = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (util_mkdir_p(LOCAL_REG_DIR) != 0)
+      rc = local_err(err, cap, PM_ESYS, "cannot create %s: %s", LOCAL_REG_DIR, strerror(errno));
+    else if ((rc = util_write_file_atomic(path, s, strlen(s))) != 0)
+      local_err(err, cap, rc, "cannot register run %s in %s: %s", li->run_key, path,
+                pm_strerror(rc));
+    json_object_put(o);
+  }
+  free(g);
+  return rc;
+}
+
+/* Removes key's registry entry once none of its bases holds a cgroup of
+ * the run.  only_if_gone: and only when its run directory is gone too, for
+ * a caller not holding the run's lock (the run may be starting a node). */
+static void local_reg_prune(const char *key, int only_if_gone) {
+  local_reg *g = malloc(sizeof *g);
+  if (!g) return;
+  /* A damaged entry stays: local_reg_add rewrites it. */
+  int keep = local_reg_load(key, g) != 0 || (only_if_gone && !local_run_gone(g->run_dir));
+  for (int i = 0; i < g->nbase && !keep; i++) {
+    char p[PATH_MAX * 2];
+    local_fmt(p, sizeof p, "%s/%s", g->base[i], key);
+    if (access(p, F_OK) == 0) keep = 1;
+  }
+  if (!keep) {
+    char path[PATH_MAX];
+    local_fmt(path, sizeof path, "%s/%s", LOCAL_REG_DIR, key);
+    unlink(path);
+  }
+  free(g);
+}
+
+/* 1 if key/id was judged already, else remembers it. */
+static int local_seen_check(local_seen *s, const char *key, const char *id) {
+  char k[160];
+  local_fmt(k, sizeof k, "%s/%s", key, id);
+  for (size_t i = 0; i < s->n; i++)
+    if (!strcmp(s->v[i], k)) return 1;
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    void *nv = realloc(s->v, cap * sizeof *s->v);
+    if (!nv) return 0; /* judged twice at worst: counted twice, never lost */
+    s->v = nv;
+    s->cap = cap;
+  }
+  memcpy(s->v[s->n++], k, sizeof k);
+  return 0;
+}
+
+/* The CPU quota of a node cgroup, in cores; 0 when it has none. */
+static double local_cg_cores(const local_impl *li, const char *dir) {
+  char f[PATH_MAX * 2 + 32], buf[128];
+  long quota = -1, period = LOCAL_PERIOD_US;
+  if (li->cg.mode == THR_CGROUP_V1) {
+    local_fmt(f, sizeof f, "%s/cpu.cfs_quota_us", dir);
+    if (local_read_small(f, buf, sizeof buf) > 0) quota = atol(buf);
+    local_fmt(f, sizeof f, "%s/cpu.cfs_period_us", dir);
+    if (local_read_small(f, buf, sizeof buf) > 0) period = atol(buf);
+  } else {
+    local_fmt(f, sizeof f, "%s/cpu.max", dir);
+    if (local_read_small(f, buf, sizeof buf) > 0 && isdigit((unsigned char)buf[0]))
+      sscanf(buf, "%ld %ld", &quota, &period);
+  }
+  return quota > 0 && period > 0 ? (double)quota / (double)period : 0;
+}
+
+/* 1 if a process is in the cgroup, 0 if none (or no such cgroup), -1 if
+ * it cannot tell. */
+static int local_cg_populated(const char *dir) {
+  char f[PATH_MAX * 2 + 32], buf[64];
+  local_fmt(f, sizeof f, "%s/cgroup.procs", dir);
+  int n = local_read_small(f, buf, sizeof buf);
+  if (n < 0) return errno == ENOENT ? 0 : -1;
+  return n > 0;
+}
+
+/* Judges node `id` of run `key` (g: its registry entry when reg_rc is 0):
+ * counts its quota if it stays, removes its cgroups if it is stale and
+ * empty.  Stale: its run directory is gone, the run has no record of it or
+ * its record says terminated or failed, or (no entry at all: a build from
+ * before the registry) it has not changed for LOCAL_UNREG_GRACE_S. */
+static void local_collect_node(const local_impl *li, const char *key, const char *id,
+                               const local_reg *g, int reg_rc, local_usage *u) {
+  enum { NPATH = 2 * LOCAL_MAX_CG + LOCAL_REG_BASES };
+  char cpu_dir[PATH_MAX * 2], why[PATH_MAX + 96];
+  local_fmt(cpu_dir, sizeof cpu_dir, "%s/%s/%s", li->cg.base[0], key, id);
+  double cores = local_cg_cores(li, cpu_dir);
+  char (*path)[PATH_MAX * 2] = malloc(NPATH * sizeof *path);
+  local_rec *r = malloc(sizeof *r);
+  int stale = 0, rec_ok = 0, run_gone = 0, n = 0;
+  if (!path || !r) goto keep;
+  if (reg_rc == 0) {
+    int rc;
+    if ((run_gone = local_run_gone(g->run_dir))) {
+      stale = 1;
+      local_fmt(why, sizeof why, "its run directory %s is gone", g->run_dir);
+    } else if ((rc = local_rec_load(g->run_dir, id, r)) == PM_ENOENT) {
+      stale = 1;
+      local_fmt(why, sizeof why, "run %s has no record of it", g->run_dir);
+    } else if (rc == 0 && (r->state == NODE_TERMINATED || r->state == NODE_FAILED)) {
+      stale = rec_ok = 1;
+      local_fmt(why, sizeof why, "its record in %s says %s", g->run_dir,
+                provider_state_name(r->state));
+    }
+  } else {
+    /* Unregistered: a build that did not register may be creating it right
+     * now and has not yet put a process in it. */
+    struct stat st;
+    for (int i = 0; i < li->cg.nh && !stale; i++) {
+      char d[PATH_MAX * 2];
+      local_fmt(d, sizeof d, "%s/%s/%s", li->cg.base[i], key, id);
+      double age = stat(d, &st) == 0 ? clock_real_s() - (double)st.st_mtime : -1;
+      if (age >= LOCAL_UNREG_GRACE_S) {
+        stale = 1;
+        local_fmt(why, sizeof why, "run key unknown to %s, unchanged for %.0f s",
+                  LOCAL_REG_DIR, age);
+      } else if (age >= 0) {
+        break;
+      }
+    }
+  }
+  if (!stale) goto keep;
+  /* Everywhere the node can have a cgroup: this process's bases, those the
+   * registry names, those its record names (if they are really its). */
+  char tail[192];
+  local_fmt(tail, sizeof tail, "/%s/%s", key, id);
+  for (int i = 0; i < li->cg.nh + (reg_rc ? 0 : g->nbase) + (rec_ok ? r->ncg : 0); i++) {
+    char p[PATH_MAX * 2];
+    if (i < li->cg.nh) local_fmt(p, sizeof p, "%s%s", li->cg.base[i], tail);
+    else if (i < li->cg.nh + (reg_rc ? 0 : g->nbase))
+      local_fmt(p, sizeof p, "%s%s", g->base[i - li->cg.nh], tail);
+    else {
+      local_fmt(p, sizeof p, "%s", r->cg[i - li->cg.nh - (reg_rc ? 0 : g->nbase)]);
+      size_t lp = strlen(p), lt = strlen(tail);
+      if (lp < lt || strcmp(p + lp - lt, tail)) continue;
+    }
+    int dup = 0;
+    for (int k = 0; k < n; k++)
+      if (!strcmp(path[k], p)) dup = 1;
+    if (!dup && n < NPATH) memcpy(path[n++], p, sizeof p);
+  }
+  for (int i = 0; i < n; i++) {
+    if (local_cg_populated(path[i]) == 0) continue;
+    /* Held: it stays, and counts, and the refusal will say whose it is. */
+    log_warn("node %s of run %s is stale (%s) but processes still run in %s", id, key,
+             why, path[i]);
+    size_t used = strlen(u->held_why);
+    if (used + 1 < sizeof u->held_why && u->held < 2)
+      local_fmt(u->held_why + used, sizeof u->held_why - used,
+                "%snode %s of run %s (%s) still runs processes on %.2f cores: %s%s%s",
+                u->held ? "; " : "", id, key, why, cores,
+                rec_ok ? "`paramount down " : "end them (pids in ",
+                rec_ok ? g->run_dir : path[i], rec_ok ? "` ends them" : "/cgroup.procs)");
+    u->held++;
+    goto keep;
+  }
+  /* The run directory may have come back (same path, a new run) since it
+   * was found gone; that run would be the one to remove them. */
+  if (run_gone && !local_run_gone(g->run_dir)) goto keep;
+  int removed = 0, failed = 0;
+  for (int i = 0; i < n; i++) {
+    if (rmdir(path[i]) == 0) removed++;
+    else if (errno != ENOENT) {
+      log_warn("node %s of run %s is stale (%s) but %s stays: %s", id, key, why, path[i],
+               strerror(errno));
+      failed = 1;
+    }
+    /* The run's own level goes with its last node, unless the run is still
+     * there: it may be creating a node under it right now. */
+    if (run_gone || reg_rc) {
+      char *slash = strrchr(path[i], '/');
+      if (slash) *slash = '\0';
+      rmdir(path[i]);
+    }
+  }
+  if (removed)
+    log_info("collected node %s of run %s: %s (%d cgroup%s removed)", id, key, why, removed,
+             removed == 1 ? "" : "s");
+  if (failed && access(cpu_dir, F_OK) == 0) u->cores += cores;
+  free(path);
+  free(r);
+  return;
+keep:
+  u->cores += cores;
+  free(path);
+  free(r);
+}
+
+static int local_is_dir(const char *parent, const struct dirent *de) {
+  if (de->d_type != DT_UNKNOWN) return de->d_type == DT_DIR;
+  char p[PATH_MAX * 2];
+  struct stat st;
+  local_fmt(p, sizeof p, "%s/%s", parent, de->d_name);
+  return lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Judges every node cgroup of run `key` under `base` not judged yet. */
+static void local_collect_key(const local_impl *li, const char *base, const char *key,
+                              const local_reg *g, int reg_rc, local_seen *seen,
+                              local_usage *u) {
+  char kd[PATH_MAX * 2];
+  local_fmt(kd, sizeof kd, "%s/%s", base, key);
+  DIR *d = opendir(kd);
+  struct dirent *de;
+  while (d && (de = readdir(d)))
+    if (local_id_valid(de->d_name) && local_is_dir(kd, de) &&
+        !local_seen_check(seen, key, de->d_name))
+      local_collect_node(li, key, de->d_name, g, reg_rc, u);
+  if (d) closedir(d);
+}
+
+/* Host cores already promised to nodes: every node cgroup on the host
+ * (all runs) once the stale ones are collected, plus this run's
+ * duty-cycled nodes.  Fills *u; 0 or PM_ENOMEM. */
+static int local_cores_in_use(const local_impl *li, local_usage *u) {
+  memset(u, 0, sizeof *u);
+  if (li->cg.mode != THR_DUTYCYCLE) {
+    local_reg *g = malloc(sizeof *g);
+    if (!g) return PM_ENOMEM;
+    local_seen seen = {NULL, 0, 0};
+    struct dirent *de;
+    for (int i = 0; i < li->cg.nh; i++) {
+      DIR *runs = opendir(li->cg.base[i]);
+      while (runs && (de = readdir(runs))) {
+        if (!local_key_valid(de->d_name) || !local_is_dir(li->cg.base[i], de)) continue;
+        int reg_rc = local_reg_load(de->d_name, g);
+        local_collect_key(li, li->cg.base[i], de->d_name, g, reg_rc, &seen, u);
+        if (reg_rc == 0 && local_run_gone(g->run_dir)) local_reg_prune(de->d_name, 1);
+      }
+      if (runs) closedir(runs);
+    }
+    /* A run that is gone can have node cgroups under bases this process
+     * does not use (below another process's memory cgroup). */
+    DIR *reg = opendir(LOCAL_REG_DIR);
+    while (reg && (de = readdir(reg))) {
+      if (!local_key_valid(de->d_name) || local_reg_load(de->d_name, g) != 0 ||
+          !local_run_gone(g->run_dir))
+        continue;
+      for (int i = 0; i < g->nbase; i++)
+        local_collect_key(li, g->base[i], de->d_name, g, 0, &seen, u);
+      local_reg_prune(de->d_name, 1);
+    }
+    if (reg) closedir(reg);
+    free(seen.v);
+    free(g);
   }
   char nd_path[PATH_MAX];
   local_path(nd_path, sizeof nd_path, li->run_dir, NULL, NULL);
@@ -648,10 +1000,10 @@ static double local_cores_in_use(const local_impl *li) {
     local_rec r;
     if (!local_id_valid(de->d_name) || local_rec_load(li->run_dir, de->d_name, &r)) continue;
     if (r.throttle == THR_DUTYCYCLE && r.state != NODE_TERMINATED && r.state != NODE_FAILED)
-      sum += r.cpu_fraction;
+      u->cores += r.cpu_fraction;
   }
   if (d) closedir(d);
-  return sum;
+  return 0;
 }
 
 /* ---- finding and signalling a node's processes ----------------------- */
@@ -893,6 +1245,16 @@ static int local_node_teardown(const char *run_dir, const local_rec *r,
     char *slash = strrchr(parent, '/');
     if (slash) *slash = '\0';
     rmdir(parent);
+  }
+  /* The run leaves the registry with its last node cgroup (the caller
+   * holds the run's lock, so no node of the run is being created). */
+  if (rc == 0 && r->ncg > 0) {
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", r->cg[0]);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = '\0';
+    const char *key = strrchr(parent, '/');
+    if (key && local_key_valid(key + 1)) local_reg_prune(key + 1, 0);
   }
   return rc;
 }
@@ -1428,8 +1790,11 @@ static int local_start_one(local_impl *li, const catalog_type *t, local_rec *r,
     return local_err(err, cap, PM_ESYS, "cannot create %s: %s", tmp, strerror(errno));
   r->ncg = 0;
   rc = local_rec_save(li->run_dir, r);
+  if (rc) local_err(err, cap, rc, "cannot write the record of node %s", r->id);
+  /* Registered before the cgroups exist: a collector never sees them
+   * without a run to ask about them. */
+  if (!rc && li->cg.nh) rc = local_reg_add(li, err, cap);
   if (!rc) rc = local_cg_create(&li->cg, li->run_key, r, err, cap);
-  else local_err(err, cap, rc, "cannot write the record of node %s", r->id);
   if (!rc && r->throttle == THR_DUTYCYCLE) {
     r->state = NODE_BOOTING; /* the supervisor exits on a missing or dead record */
     rc = local_rec_save(li->run_dir, r);
@@ -1464,17 +1829,25 @@ static int local_op_start(provider *p, const char *type, unsigned count,
     return local_err(p->err, sizeof p->err, PM_ESYS, "cannot lock %s/nodes: %s",
                      li->run_dir, strerror(errno));
   }
-  double used = local_cores_in_use(li), want = t->cpu_fraction * count;
+  local_usage u;
+  int rc = local_cores_in_use(li, &u);
+  if (rc) {
+    local_err(p->err, sizeof p->err, rc, "out of memory");
+    goto done;
+  }
+  double used = u.cores, want = t->cpu_fraction * count;
   unsigned cores = local_host_cores();
-  int rc = 0;
   if (used + want > cores + 1e-9) {
     if (!li->force) {
+      char more[48] = "";
+      if (u.held > 2) local_fmt(more, sizeof more, " (and %u more)", u.held - 2);
       rc = local_err(p->err, sizeof p->err, PM_ENOSPC,
                      "refusing to start %u x %s (%.2f cores each): nodes already hold "
                      "%.2f of the host's %u cores, and %.2f > %u would make the emulated "
                      "speeds wrong (set force: true or --force to oversubscribe; "
-                     "`paramount down RUN` removes runs left running)",
-                     count, type, t->cpu_fraction, used, cores, used + want, cores);
+                     "`paramount down RUN` removes runs left running)%s%s%s",
+                     count, type, t->cpu_fraction, used, cores, used + want, cores,
+                     u.held ? "; " : "", u.held_why, more);
       goto done;
     }
     log_warn("%u x %s oversubscribes the host: %.2f of %u cores; emulated "
