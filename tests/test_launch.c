@@ -37,12 +37,31 @@ TEST(mpirun_argv_of_run_and_record) {
   const char *root = geteuid() == 0 ? " --allow-run-as-root" : "";
   char want[1024];
   snprintf(want, sizeof want,
-           "mpirun%s --host n1,n2,n3 -np 3 --mca btl self,tcp --mca plm_rsh_agent x y "
+           "mpirun%s --mca btl self,tcp --mca plm_rsh_agent x y --host n1,n2,n3 -np 3 "
            "-x A -x B app --resume /ck", root);
   ASSERT_STREQ(got, want);
   /* "x y" stays one argument: no shell ever splits it */
-  ASSERT_STREQ(v[10 + (root[0] != 0)], "x y");
+  ASSERT_STREQ(v[6 + (root[0] != 0)], "x y");
   launch_strv_free(v);
+
+  /* One context per rank, each in its node's directory; -x repeated,
+   * since Open MPI applies it to one context only. */
+  static const char *const hv[] = {"n1", "n2"};
+  static const char *const wv[] = {"/r/nodes/n1/work", "/r/nodes/n 2/work"};
+  launch_mpirun p = {.np = 2, .mca = mca, .env = env, .cmd = cmd, .host_v = hv, .wdir_v = wv};
+  ASSERT_EQ_INT(launch_mpirun_argv(&p, &v), 0);
+  strv_join(v, got, sizeof got);
+  snprintf(want, sizeof want,
+           "mpirun%s --mca btl self,tcp --mca plm_rsh_agent x y "
+           "--host n1 --wdir /r/nodes/n1/work -np 1 -x A -x B app --resume /ck : "
+           "--host n2 --wdir /r/nodes/n 2/work -np 1 -x A -x B app --resume /ck", root);
+  ASSERT_STREQ(got, want);
+  launch_strv_free(v);
+  launch_mpirun bad = p;
+  bad.wdir_v = NULL; /* hosts without directories */
+  v = (char **)1;
+  ASSERT_EQ_INT(launch_mpirun_argv(&bad, &v), PM_EINVAL);
+  ASSERT(v == NULL);
 
   launch_mpirun r = {.mpirun = "/usr/bin/mpirun", .np = 2, .oversubscribe = 1,
                      .allow_root_always = 1, .cmd = cmd};

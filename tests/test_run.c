@@ -530,4 +530,40 @@ TEST(failing_job_passes_its_status) {
   run_case_free(&rc);
 }
 
+/* Each rank starts in its own node's working directory, beside the files
+ * `stage` put there, so a job may name staged data by relative path. */
+TEST(ranks_start_in_their_node_directory) {
+  SKIP_UNLESS_RUNNABLE();
+  run_case rc;
+  memset(&rc, 0, sizeof rc);
+  tmpdir(rc.dir, sizeof rc.dir);
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/cat.yaml", rc.dir);
+  write_text(path, catalog_text(1));
+  snprintf(path, sizeof path, "%s/input.txt", rc.dir);
+  write_text(path, "staged\n");
+  snprintf(path, sizeof path, "%s/run.yaml", rc.dir);
+  write_text(path, "catalog: cat.yaml\nstage: [input.txt]\n"
+                   "cluster: [{type: eff, count: 2}]\n"
+                   "job:\n  iterations: 1\n  command: [/bin/sh, -c,\n"
+                   "    'echo \"$PARAMOUNT_NODE $(pwd) $(cat input.txt)\" >> "
+                   "\"$PARAMOUNT_RUN_DIR/cwd.txt\"']\n"
+                   "policy: {name: static}\n");
+  snprintf(rc.run, sizeof rc.run, "%s/run", rc.dir);
+  char *argv[] = {PARAMOUNT, "run", path, "--out", rc.run, NULL};
+  rc.status = run_capture(argv, &rc.out, 0);
+  printf("%s", rc.out);
+  ASSERT_EQ_INT(rc.status, 0);
+  snprintf(path, sizeof path, "%s/cwd.txt", rc.run);
+  char *got = read_text(path);
+  char want[PATH_MAX + 64];
+  for (int k = 1; k <= 2; k++) {
+    snprintf(want, sizeof want, "n%d %s/nodes/n%d/work staged\n", k, rc.run, k);
+    ASSERT_CONTAINS(got, want);
+  }
+  free(got);
+  assert_no_node_left(&rc);
+  run_case_free(&rc);
+}
+
 TEST_MAIN()

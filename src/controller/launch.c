@@ -26,35 +26,49 @@ void launch_strv_free(char **v) {
 
 int launch_mpirun_argv(const launch_mpirun *m, char ***out) {
   *out = NULL;
-  if (!m->cmd || !m->cmd[0]) return PM_EINVAL;
-  size_t n = 16, k = 0;
+  if (!m->cmd || !m->cmd[0] || (!m->host_v != !m->wdir_v)) return PM_EINVAL;
+  size_t nctx = m->host_v ? m->np : 1, ncmd = 0, nenv = 0;
+  if (!nctx) return PM_EINVAL;
+  for (size_t i = 0; i < nctx && m->host_v; i++)
+    if (!m->host_v[i] || !m->wdir_v[i]) return PM_EINVAL;
+  while (m->cmd[ncmd]) ncmd++;
+  while (m->env && m->env[nenv]) nenv++;
+  size_t n = 8;
   for (size_t i = 0; m->mca && m->mca[i]; i++) n += 2;
-  for (size_t i = 0; m->env && m->env[i]; i++) n += 2;
-  for (size_t i = 0; m->cmd[i]; i++) n++;
+  n += nctx * (8 + 2 * nenv + ncmd);
   char **v = calloc(n, sizeof *v);
   if (!v) return PM_ENOMEM;
   char np[24];
-  snprintf(np, sizeof np, "%llu", m->np);
+  snprintf(np, sizeof np, "%llu", m->host_v ? 1ull : m->np);
+  size_t k = 0;
   v[k++] = strdup(m->mpirun ? m->mpirun : "mpirun");
   /* Open MPI refuses root without it; nodes are cgroups of this host */
   if (m->allow_root_always || geteuid() == 0) v[k++] = strdup("--allow-run-as-root");
   if (m->oversubscribe) v[k++] = strdup("--oversubscribe");
-  if (m->hosts) {
-    v[k++] = strdup("--host");
-    v[k++] = strdup(m->hosts);
-  }
-  v[k++] = strdup("-np");
-  v[k++] = strdup(np);
   for (size_t i = 0; m->mca && m->mca[i] && m->mca[i + 1]; i += 2) {
     v[k++] = strdup("--mca");
     v[k++] = strdup(m->mca[i]);
     v[k++] = strdup(m->mca[i + 1]);
   }
-  for (size_t i = 0; m->env && m->env[i]; i++) {
-    v[k++] = strdup("-x");
-    v[k++] = strdup(m->env[i]);
+  for (size_t c = 0; c < nctx; c++) {
+    if (c) v[k++] = strdup(":");
+    const char *host = m->host_v ? m->host_v[c] : m->hosts;
+    if (host) {
+      v[k++] = strdup("--host");
+      v[k++] = strdup(host);
+    }
+    if (m->wdir_v) {
+      v[k++] = strdup("--wdir");
+      v[k++] = strdup(m->wdir_v[c]);
+    }
+    v[k++] = strdup("-np");
+    v[k++] = strdup(np);
+    for (size_t i = 0; i < nenv; i++) {
+      v[k++] = strdup("-x");
+      v[k++] = strdup(m->env[i]);
+    }
+    for (size_t i = 0; i < ncmd; i++) v[k++] = strdup(m->cmd[i]);
   }
-  for (size_t i = 0; m->cmd[i]; i++) v[k++] = strdup(m->cmd[i]);
   for (size_t i = 0; i < k; i++)
     if (!v[i]) {
       for (size_t j = 0; j < k; j++) free(v[j]);

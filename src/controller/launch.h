@@ -22,10 +22,17 @@ typedef struct {
   const char *const *mca;    /* {key, value, key, value, ..., NULL}; NULL: none */
   const char *const *env;    /* names mpirun forwards to every rank (-x); NULL: none */
   const char *const *cmd;    /* the command and its arguments, NULL-terminated */
+  /* One rank per host, each started in its own directory: host_v[i] and
+   * wdir_v[i] for rank i (np of each); NULL: hosts/np as above. */
+  const char *const *host_v;
+  const char *const *wdir_v;
 } launch_mpirun;
 
 /* The argv: mpirun [--allow-run-as-root (when root, or asked)]
- * [--oversubscribe] [--host H] -np N [--mca K V]... [-x NAME]... CMD...  *out is a
+ * [--oversubscribe] [--host H] -np N [--mca K V]... [-x NAME]... CMD...
+ * With host_v/wdir_v, one application context per rank instead, after
+ * the global options: -np 1 --host H_i --wdir W_i [-x NAME]... CMD... ,
+ * joined by ":" (Open MPI applies -x to one context only).  *out is a
  * NULL-terminated array of copies, freed with launch_strv_free; NULL on
  * failure.  0, PM_EINVAL (no command) or PM_ENOMEM. */
 int launch_mpirun_argv(const launch_mpirun *m, char ***out);

@@ -355,6 +355,20 @@ static int run_mpirun_argv(run_ctx *c, const run_launch *L, const char *ckpt, ch
   static const char *const env[] = {"PARAMOUNT_ENDPOINT", "PARAMOUNT_TOKEN", NULL};
   launch_mpirun m = {.mpirun = c->o->mpirun, .np = L->nhosts, .hosts = hosts, .mca = mca_v,
                      .env = env, .cmd = cmd};
+  /* Each rank starts in its node's working directory, beside what was
+   * staged there (one mpirun context per rank). */
+  static char wdirs[RUN_CONFIG_NODES_MAX][PATH_MAX];
+  const char *host_v[RUN_CONFIG_NODES_MAX], *wdir_v[RUN_CONFIG_NODES_MAX];
+  int per_rank = c->p->ops->workdir != NULL;
+  for (size_t i = 0; !rc && per_rank && i < L->nhosts; i++) {
+    host_v[i] = c->nodes[L->host[i]].pn.id;
+    wdir_v[i] = wdirs[i];
+    rc = c->p->ops->workdir(c->p, host_v[i], wdirs[i], sizeof wdirs[i]);
+  }
+  if (!rc && per_rank) {
+    m.host_v = host_v;
+    m.wdir_v = wdir_v;
+  }
   if (!rc) rc = launch_mpirun_argv(&m, out);
   launch_strv_free(res);
   free(cmd);

@@ -1741,6 +1741,15 @@ static int local_op_mpi_agent(provider *p, char *buf, size_t cap) {
   return 0;
 }
 
+static int local_op_workdir(provider *p, const char *id, char *buf, size_t cap) {
+  local_impl *li = p->impl;
+  if (!local_id_valid(id))
+    return local_err(p->err, sizeof p->err, PM_EINVAL, "'%s' is not a node id", id);
+  if (local_path(buf, cap, li->run_dir, id, "work"))
+    return local_err(p->err, sizeof p->err, PM_EINVAL, "node %s: directory path too long", id);
+  return 0;
+}
+
 /* Allocates the next free id by creating its directory: mkdir is atomic,
  * so two starters in one run never share an id. */
 static int local_id_alloc(const char *run_dir, char *id, size_t cap) {
@@ -1895,6 +1904,7 @@ static const provider_ops local_ops = {
     .stage = local_op_stage,
     .exec_argv = local_op_exec_argv,
     .mpi_agent = local_op_mpi_agent,
+    .workdir = local_op_workdir,
     .close = local_op_close,
 };
 

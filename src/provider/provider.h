@@ -84,6 +84,10 @@ typedef struct {
   /* The command Open MPI runs as its rsh agent (--mca plm_rsh_agent), into
    * buf[cap].  Host names given to mpirun are node ids. */
   int (*mpi_agent)(provider *p, char *buf, size_t cap);
+  /* The node's working directory as its processes see it (where stage
+   * puts files), into buf[cap]; a job's ranks start there.  May be NULL:
+   * ranks then start in mpirun's directory. */
+  int (*workdir)(provider *p, const char *id, char *buf, size_t cap);
   void (*close)(provider *p);
 } provider_ops;
 
