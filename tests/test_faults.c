@@ -721,8 +721,10 @@ TEST(controller_sigkill_at_random_then_down_and_resume) {
   printf("seed %u (PM_TEST_SEED=%u repeats it)\n", seed, seed);
   srand(seed);
   /* Delays spread over provisioning (< 0.4 s), training (the heterogeneous
-   * start, ~1-5 s) and the switch to 3 x eff (~4-9 s): one per slot. */
-  static const double slot_lo[] = {0.05, 0.5, 2.0, 3.5, 5.5, 7.5};
+   * start, ~1-3 s), the switch to 3 x eff (the early rule decides at ~3 s;
+   * setup, stop, checkpoint and relaunch to ~5 s) and training after it:
+   * one per slot. */
+  static const double slot_lo[] = {0.05, 0.5, 2.5, 3.2, 4.0, 6.0};
   const int runs = (int)(sizeof slot_lo / sizeof slot_lo[0]);
   int resumed = 0;
   for (int i = 0; i < runs; i++) {
