@@ -744,4 +744,34 @@ TEST(phases_declared_up_front_and_capped) {
   fixture_close(&f);
 }
 
+/* A rank is heard from its HELLO on: one that connects and then says
+ * nothing more can be judged silent by the controller. */
+TEST(hello_counts_as_hearing_from_a_rank) {
+  fixture f;
+  fixture_open(&f, 0);
+  int p[2];
+  ASSERT_EQ_INT(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[1]);
+    int fd = cl_join(f.port, 5);
+    char b;
+    while (read(p[0], &b, 1) > 0) { /* holds the connection, silent */
+    }
+    close(fd);
+    _exit(0);
+  }
+  close(p[0]);
+  pump_until(&f, pred_authenticated, 1, 5000);
+  const intake_rank *r = intake_rank_find(f.in, 5);
+  ASSERT(r != NULL);
+  ASSERT(r->last_heard_ns > 0);
+  ASSERT_EQ_U64(r->n_pis, 0);
+  ASSERT_EQ_U64(r->last_heartbeat_ns, 0); /* nothing but the HELLO */
+  close(p[1]);
+  pump_until(&f, pred_no_conns, 0, 5000);
+  wait_children(&pid, 1);
+  fixture_close(&f);
+}
+
 TEST_MAIN()

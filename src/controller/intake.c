@@ -419,6 +419,7 @@ static int handle_hello(intake *in, conn *c, const wire_msg *m) {
   r->pid = m->u.hello.pid;
   r->connections++;
   r->connected++;
+  r->last_heard_ns = in->now_ns; /* silence is judged from the HELLO on */
   c->rank = r;
   c->state = CONN_ACTIVE;
   in->n_pending--;

@@ -958,11 +958,11 @@ static double run_last_pi_s(const run_launch *L) {
 /* Members of the current launch that are gone: their node no longer
  * exists or cannot run commands (cgroup removed, terminated behind our
  * back, preempted), or with heartbeats set, a rank on it went silent:
- * it sent a frame once, has not finalized, the job still runs, and
- * nothing came from it for job.heartbeat_timeout_s (libparamount's
- * thread sends HEARTBEAT about once a second whatever the app does, so a
- * long MPI init or first iteration is not silence; a rank that has not
- * spoken yet is not judged).  Fills idx[] (indices into c->nodes) and
+ * it said HELLO, has not finalized, the job still runs, and nothing
+ * came from it for job.heartbeat_timeout_s (libparamount's thread sends
+ * HEARTBEAT about once a second whatever the app does, so a long MPI
+ * init or first iteration is not silence; a rank that has not connected
+ * yet is not judged).  Fills idx[] (indices into c->nodes) and
  * returns how many; cause[cap] says why, for the journal. */
 static size_t run_members_lost(run_ctx *c, size_t *idx, size_t cap, int heartbeats,
                                char *cause, size_t cause_cap) {
