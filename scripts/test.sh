@@ -32,7 +32,10 @@ echo "== tests =="
 (cd build && ctest --output-on-failure -j1)
 
 echo "== unit tests under ASan+UBSan =="
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPM_SANITIZE=ON >/dev/null
+# -O1, as the sanitizers' own docs advise: at -O0 the trainer's tests
+# run their float loops ~30x slower than optimised, for no extra finding.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPM_SANITIZE=ON \
+  "-DCMAKE_C_FLAGS_DEBUG=-g -O1" >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -15,7 +15,7 @@
 #include "ckpt.h"
 #include "data.h"
 #include "paramount.h"
-/* The bf16 case alone needs ~140 s of CPU in the ASan+UBSan debug build
+/* The bf16 case alone needs ~140-200 s of CPU in the ASan+UBSan build
  * (about 14 s optimised); give each case room on a loaded 2-core host. */
 #define TEST_DEFAULT_TIMEOUT_S 420
 #include "test.h"
