@@ -103,7 +103,7 @@ int esr_gen_init(nn_ctx *ctx, esr_gen *g, int n, int hr, int F, int B) {
   for (int i = 0; i < g->nconv && !rc; i++) {
     gconv_shape s = gen_shape(i, F, B);
     int res = lr << s.res;
-    int flags = NN_NEED_BWD_W | (i == G_HEAD ? 0 : NN_NEED_BWD_DATA);
+    int flags = NN_NEED_BWD_W | NN_GRAD_STAGED | (i == G_HEAD ? 0 : NN_NEED_BWD_DATA);
     rc = nn_conv_init(ctx, &g->conv[i], n, s.ic, s.oc, res, res, 1, flags,
                       g->params + off, g->grads + off);
     off += nn_conv_nparams(s.ic, s.oc);
@@ -179,11 +179,7 @@ void esr_gen_reset(esr_gen *g, uint64_t *rng) {
 }
 
 int esr_gen_sync(nn_ctx *ctx, esr_gen *g) {
-  for (int i = 0; i < g->nconv; i++) {
-    int rc = nn_conv_sync(ctx, &g->conv[i]);
-    if (rc) return rc;
-  }
-  return 0;
+  return nn_conv_sync_many(ctx, g->conv, g->nconv);
 }
 
 /* builds cat[k] = [x, y_1 .. y_{k-1}] */
@@ -194,41 +190,45 @@ static nn_tensor *db_cat(esr_gen *g, nn_tensor *x, nn_tensor *y, int k) {
   return &g->cat[k];
 }
 
+/* y_k = lrelu(conv_k(cat[k])); the activation of y_{k-1} is applied by
+ * the concat that builds cat[k] from it. */
 static int db_forward(nn_ctx *ctx, esr_gen *g, int r, int d, nn_tensor *x) {
   nn_tensor *y = &g->dby[(r * 3 + d) * 4], *o = &g->dbo[r * 3 + d];
+  nn_tensor *srcs[5] = {x, &y[0], &y[1], &y[2], &y[3]};
   int rc;
-  for (int k = 1; k <= 4; k++) {
-    if ((rc = nn_conv_forward(ctx, &g->conv[G_TRUNK(r, d, k - 1)],
-                              db_cat(g, x, y, k), &y[k - 1])))
+  for (int k = 1; k <= 5; k++) {
+    nn_tensor *in = x;
+    if (k > 1) {
+      nn_concat_lrelu(srcs, k, &g->cat[k], G_SLOPE);
+      in = &g->cat[k];
+    }
+    if ((rc = nn_conv_forward(ctx, &g->conv[G_TRUNK(r, d, k - 1)], in,
+                              k < 5 ? &y[k - 1] : o)))
       return rc;
-    nn_lrelu_forward(&y[k - 1], G_SLOPE);
   }
-  if ((rc = nn_conv_forward(ctx, &g->conv[G_TRUNK(r, d, 4)], db_cat(g, x, y, 5), o)))
-    return rc;
   nn_axpby(1.0f, x, 0.2f, o); /* o = x + 0.2 * conv5 */
   return 0;
 }
 
-/* gx holds dL/d(out) on entry and dL/dx on return. */
+/* gx holds dL/d(out) on entry and dL/dx on return.  Each split hands the
+ * gradient of y_{k-1} straight through its leaky ReLU into dz, the next
+ * conv's output gradient. */
 static int db_backward(nn_ctx *ctx, esr_gen *g, int r, int d, nn_tensor *x,
                        nn_tensor *gx) {
   nn_tensor *y = &g->dby[(r * 3 + d) * 4];
   nn_tensor *dst[5] = {gx, &g->dy[0], &g->dy[1], &g->dy[2], &g->dy[3]};
   int rc;
-  nn_zero(&g->dz);
-  nn_axpby(0.2f, gx, 0.0f, &g->dz);
-  nn_conv *c5 = &g->conv[G_TRUNK(r, d, 4)];
-  if ((rc = nn_conv_backward_weights(ctx, c5, db_cat(g, x, y, 5), &g->dz)) ||
-      (rc = nn_conv_backward_data(ctx, c5, &g->dz, &g->dcat[5])))
-    return rc;
-  nn_split(&g->dcat[5], dst, 5, 1u); /* gx accumulates, dy_k are set */
-  for (int k = 4; k >= 1; k--) {
+  nn_scale(0.2f, gx, &g->dz);
+  /* gx accumulates, dy_1..dy_3 are set, dy_4 goes to dz */
+  unsigned acc = 1u;
+  for (int k = 5; k >= 1; k--) {
     nn_conv *ck = &g->conv[G_TRUNK(r, d, k - 1)];
-    nn_lrelu_backward(&y[k - 1], &g->dy[k - 1], &g->dz, G_SLOPE);
     if ((rc = nn_conv_backward_weights(ctx, ck, db_cat(g, x, y, k), &g->dz)) ||
         (rc = nn_conv_backward_data(ctx, ck, &g->dz, &g->dcat[k])))
       return rc;
-    nn_split(&g->dcat[k], dst, k, 0x1fu);
+    if (k > 1) nn_split_lrelu(&g->dcat[k], dst, k, acc, &y[k - 2], &g->dz, G_SLOPE);
+    else nn_split(&g->dcat[1], dst, 1, acc);
+    acc = 0x1fu;
   }
   return 0;
 }
@@ -291,8 +291,7 @@ int esr_gen_backward(nn_ctx *ctx, esr_gen *g) {
   for (int r = B - 1; r >= 0; r--) {
     /* rro[r] = x + 0.2 * DB3(DB2(DB1(x))); ga: dL/drro[r] -> dL/dx */
     nn_tensor *xin = r == 0 ? &g->s : &g->rro[r - 1];
-    nn_zero(&g->gb);
-    nn_axpby(0.2f, &g->ga, 0.0f, &g->gb);
+    nn_scale(0.2f, &g->ga, &g->gb);
     for (int d = 2; d >= 0; d--) {
       nn_tensor *x = d == 0 ? xin : &g->dbo[r * 3 + d - 1];
       if ((rc = db_backward(ctx, g, r, d, x, &g->gb))) return rc;
@@ -300,7 +299,9 @@ int esr_gen_backward(nn_ctx *ctx, esr_gen *g) {
     nn_axpby(1.0f, &g->gb, 1.0f, &g->ga);
   }
   nn_axpby(1.0f, &g->dh, 1.0f, &g->ga);
-  return nn_conv_backward_weights(ctx, &g->conv[G_HEAD], &g->in, &g->ga);
+  if ((rc = nn_conv_backward_weights(ctx, &g->conv[G_HEAD], &g->in, &g->ga))) return rc;
+  /* every conv staged its gradient once: one pass writes them all */
+  return nn_conv_grads_flush(ctx, g->conv, g->nconv);
 }
 
 /* ====================================================================== */
@@ -407,11 +408,7 @@ void esr_disc_reset(esr_disc *d, uint64_t *rng) {
 }
 
 int esr_disc_sync(nn_ctx *ctx, esr_disc *d) {
-  for (int L = 0; L <= ESR_D_LAYERS; L++) {
-    int rc = nn_conv_sync(ctx, &d->conv[L]);
-    if (rc) return rc;
-  }
-  return 0;
+  return nn_conv_sync_many(ctx, d->conv, ESR_D_LAYERS + 1);
 }
 
 int esr_dtape_init(nn_ctx *ctx, esr_dtape *t, int n, int hr) {
@@ -569,11 +566,7 @@ void esr_vgg_reset(esr_vgg *v, uint64_t *rng) {
 }
 
 int esr_vgg_sync(nn_ctx *ctx, esr_vgg *v) {
-  for (int i = 0; i < ESR_VGG_CONVS; i++) {
-    int rc = nn_conv_sync(ctx, &v->conv[i]);
-    if (rc) return rc;
-  }
-  return 0;
+  return nn_conv_sync_many(ctx, v->conv, ESR_VGG_CONVS);
 }
 
 int esr_vtape_init(nn_ctx *ctx, esr_vgg *v, esr_vtape *t) {

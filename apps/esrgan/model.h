@@ -43,7 +43,8 @@ void esr_gen_reset(esr_gen *g, uint64_t *rng);
 int esr_gen_sync(nn_ctx *ctx, esr_gen *g);
 /* g->in -> g->out */
 int esr_gen_forward(nn_ctx *ctx, esr_gen *g);
-/* g->dout -> grads (accumulated) */
+/* g->dout -> grads (overwritten: each conv's gradient is staged in the
+ * conv and all are written at the end, in one pass) */
 int esr_gen_backward(nn_ctx *ctx, esr_gen *g);
 
 /* ---- discriminator ---------------------------------------------------- */

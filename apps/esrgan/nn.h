@@ -62,15 +62,28 @@ void nn_tensor_to_nchw(const nn_tensor *t, float *dst);
 
 /* ---- convolution 3x3, pad 1, with bias ------------------------------ */
 
-enum { NN_NEED_BWD_DATA = 1, NN_NEED_BWD_W = 2 };
+/* NN_GRAD_STAGED: backward weights leaves the gradient in the conv's own
+ * buffer (overwriting the last one) until nn_conv_grads_flush. */
+enum { NN_NEED_BWD_DATA = 1, NN_NEED_BWD_W = 2, NN_GRAD_STAGED = 4 };
+
+/* Offsets of OIHW weights in a oneDNN blocked layout: element (o, i, k)
+ * with k = kh*3 + kw sits at o_off[o] + i_off[i] + k_off[k] (the layouts
+ * the kernels pick place each dimension independently).  o_off is NULL
+ * when the layout is not one this handles (oneDNN's reorders run then). */
+typedef struct {
+  int32_t *o_off, *i_off;
+  int32_t k_off[9];
+} nn_wmap;
 
 typedef struct {
   int n, ic, oc, h, w, oh, ow, stride, flags;
+  float *wp;      /* borrowed: OIHW weights in the parameter buffer */
   float *gw, *gb; /* borrowed: weight and bias grads in the grad buffer */
   dnnl_primitive_t fwd, bwd_data, bwd_w;
   dnnl_primitive_t ro_wfwd, ro_wbwd, ro_gw; /* weight reorders */
   dnnl_memory_t m_w, m_b, m_wfwd, m_wbwd, m_gw, m_gwtmp, m_gbtmp;
   float *wfwd, *wbwd, *gwtmp, *gbtmp; /* owned (NULL when not needed) */
+  nn_wmap map_fwd, map_bwd, map_gw; /* for wfwd, wbwd, gwtmp */
   char impl[3][48]; /* fwd, bwd data, bwd weights */
   /* bf16 mode: f32 nChw16c <-> bf16/f32 nhwc reorders around the primitives,
    * through views of the context's scratch (src, dst, diff dst, diff src) */
@@ -86,12 +99,19 @@ void nn_conv_free(nn_conv *cv);
 size_t nn_conv_nparams(int ic, int oc);
 /* Re-reads the OIHW weights after they change (optimiser step, load). */
 int nn_conv_sync(nn_ctx *ctx, nn_conv *cv);
+/* nn_conv_sync for n convs, in one parallel region where the layouts
+ * allow (one region per conv and step was most of a loaded step's cost). */
+int nn_conv_sync_many(nn_ctx *ctx, nn_conv *cv, int n);
+/* Writes the staged gradients of n convs (NN_GRAD_STAGED) into their
+ * grad buffers, overwriting them; convs without the flag are skipped. */
+int nn_conv_grads_flush(nn_ctx *ctx, nn_conv *cv, int n);
 /* x (n, ic, h, w) -> y (n, oc, oh, ow) */
 int nn_conv_forward(nn_ctx *ctx, nn_conv *cv, nn_tensor *x, nn_tensor *y);
 /* dy -> dx (overwritten) */
 int nn_conv_backward_data(nn_ctx *ctx, nn_conv *cv, nn_tensor *dy,
                           nn_tensor *dx);
-/* (x, dy) -> gw, gb (accumulated: grads += this pass's gradient) */
+/* (x, dy) -> gw, gb (accumulated: grads += this pass's gradient), or with
+ * NN_GRAD_STAGED into the conv's stage, for nn_conv_grads_flush */
 int nn_conv_backward_weights(nn_ctx *ctx, nn_conv *cv, nn_tensor *x,
                              nn_tensor *dy);
 
@@ -186,13 +206,25 @@ void nn_axpby(float a, const nn_tensor *x, float b, nn_tensor *y);
 /* z = x + a * y */
 void nn_add_scaled(const nn_tensor *x, float a, const nn_tensor *y,
                    nn_tensor *z);
+/* y = a * x (y's old contents are not read). */
+void nn_scale(float a, const nn_tensor *x, nn_tensor *y);
 void nn_copy(const nn_tensor *src, nn_tensor *dst);
 void nn_zero(nn_tensor *t);
 /* dst (n, sum c_i) = [srcs...] along channels; every c_i % 16 == 0. */
 void nn_concat(nn_tensor *const *srcs, int nsrc, nn_tensor *dst);
+/* nn_concat that first applies the in-place leaky ReLU to the last
+ * source, srcs[nsrc-1] (slope >= 0); both then hold the activation. */
+void nn_concat_lrelu(nn_tensor *const *srcs, int nsrc, nn_tensor *dst,
+                     float slope);
 /* dsts[i] (+)= slice i of src: bit i of acc_mask set adds, clear copies. */
 void nn_split(const nn_tensor *src, nn_tensor *const *dsts, int ndst,
               unsigned acc_mask);
+/* nn_split, except that the last slice's gradient, g = slice (+ dsts[ndst-1]
+ * when its bit is set), is taken through the leaky ReLU whose output was y:
+ * dz = nn_lrelu_backward(y, g); dsts[ndst-1] is read, never written. */
+void nn_split_lrelu(const nn_tensor *src, nn_tensor *const *dsts, int ndst,
+                    unsigned acc_mask, const nn_tensor *y, nn_tensor *dz,
+                    float slope);
 /* PixelShuffle(2): x (n, 4c, h, w) -> y (n, c, 2h, 2w) and its inverse. */
 void nn_pixel_shuffle(const nn_tensor *x, nn_tensor *y);
 void nn_pixel_unshuffle(const nn_tensor *y, nn_tensor *x);

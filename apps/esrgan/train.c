@@ -3,7 +3,8 @@
  * G step: pixel L1, relativistic adversarial loss through D's data path,
  * VGG content L1; one generator backward and Adam.  D step: relativistic
  * D loss on the logits the G step already computed, weight gradients of
- * both D passes, Adam.  Gradients are zeroed at the start of each step.
+ * both D passes, Adam.  The generator's backward overwrites its gradients;
+ * D's are zeroed at the start of its step (its two passes accumulate).
  */
 #include "train.h"
 
@@ -137,7 +138,6 @@ static int warmup_step(esr_trainer *t) {
   nn_ctx *ctx = t->ctx;
   esr_gen *G = &t->G;
   int rc;
-  memset(G->grads, 0, G->nparams * sizeof(float));
   if ((rc = esr_gen_forward(ctx, G))) return rc;
   t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, dp_share(t));
   t->loss_g = t->loss_pixel;
@@ -155,7 +155,6 @@ static int gan_step(esr_trainer *t) {
   const esr_hparams *hp = &t->hp;
   int rc;
   /* ---- G step ---- */
-  memset(G->grads, 0, G->nparams * sizeof(float));
   if ((rc = esr_gen_forward(ctx, G))) return rc;
   t->loss_pixel = nn_l1_loss(&G->out, &t->hr, &G->dout, hp->lambda_pixel * dp_share(t));
   if ((rc = esr_disc_forward(ctx, D, &t->dreal, &t->hr)) ||
